@@ -1,0 +1,174 @@
+"""The typer app: one command per stage, no logic.
+
+Each stage command is generated from its pydantic config class, so the flags, `--config` YAML
+keys and recipe keys are the same list. The stage's `run(config)` is imported only when the
+command runs, keeping `swiftkit --help` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from pydantic.fields import FieldInfo
+
+from swiftkit.config import StageConfig, build_config, read_yaml
+from swiftkit.console import console
+from swiftkit.errors import NotBuiltYet, SwiftkitError
+
+app = typer.Typer(
+    name="swiftkit",
+    help="Take a language model through its whole life: download, sft, dpo, merge, quantize, eval, serve.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_debug = {"on": False}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    _debug["on"] = debug
+
+
+def _cli_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
+    """Map a config field's type to what typer understands (Optional stripped; typer handles Literal)."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        return _cli_type(args[0])
+    if origin is list:
+        inner, extra = _cli_type(args[0]) if args else (str, {})
+        return list[inner], extra
+    return annotation, {}
+
+
+def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    cli_type, kwargs = _cli_type(info.annotation)
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    if default == []:
+        default = None
+    help_text = info.description or ""
+    if extra.get("positional"):
+        marker = typer.Argument(help=help_text, show_default=default is not None, **kwargs)
+    else:
+        flags = [f"--{name.replace('_', '-')}", *extra.get("flags", [])]
+        if cli_type is bool:
+            flags = [f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
+        marker = typer.Option(*flags, help=help_text, **kwargs)
+    kind = inspect.Parameter.KEYWORD_ONLY
+    if info.is_required() and extra.get("positional"):
+        return inspect.Parameter(name, kind, annotation=Annotated[cli_type, marker])
+    return inspect.Parameter(name, kind, default=default, annotation=Annotated[Any if default is None and cli_type is Any else cli_type, marker])
+
+
+def stage_command(
+    name: str, config_cls: type[StageConfig], run_target: str, help: str, parent: typer.Typer = app
+) -> None:
+    """Register `swiftkit NAME`: flags from `config_cls`, then `run_target` ('module:function')."""
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[Path | None, typer.Option("--config", help="YAML file with the same fields as the flags (flags override it).")],
+        ),
+    ]
+    fields = {n: i for n, i in config_cls.model_fields.items()}
+    # Positional arguments first, in declaration order, then options.
+    ordered = sorted(fields.items(), key=lambda kv: not (isinstance(kv[1].json_schema_extra, dict) and kv[1].json_schema_extra.get("positional")))
+    params += [_parameter(n, i) for n, i in ordered]
+
+    def command(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
+        given = {
+            key: value for key, value in values.items()
+            if ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+        }
+        file_values = read_yaml(config) if config else {}
+        cfg = build_config(config_cls, file_values, given, source="options")
+        module, func = run_target.split(":")
+        getattr(importlib.import_module(module), func)(cfg)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = help
+    parent.command(name, help=help)(command)
+
+
+def not_built(name: str, issue: str, help: str) -> None:
+    """Register a command from the contract that does not exist yet: it says so and exits non-zero."""
+
+    def command(args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None) -> None:
+        raise NotBuiltYet(f"`swiftkit {name}` is not built yet ({issue})")
+
+    app.command(name, help=f"{help} [not built yet]", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(command)
+
+
+def _register() -> None:
+    from swiftkit.info import InfoConfig
+    from swiftkit.toy import ToyConfig
+    from swiftkit.train.config import DPOConfig, MergeConfig, SFTConfig
+
+    stage_command("toy", ToyConfig, "swiftkit.toy:run", "Build the offline toy model (Qwen2 architecture, own BPE tokenizer, briefly pre-trained).")
+    stage_command("sft", SFTConfig, "swiftkit.train.sft:run", "Supervised fine-tuning: LoRA (default), QLoRA or full, on TRL's SFTTrainer.")
+    stage_command("dpo", DPOConfig, "swiftkit.train.dpo:run", "Preference training (DPO and the losses TRL offers) on a base or SFT artifact.")
+    stage_command("merge", MergeConfig, "swiftkit.train.merge:run", "Merge a LoRA adapter (or adapter chain) into its base, verified.")
+    stage_command("info", InfoConfig, "swiftkit.info:run", "Show an artifact's lineage back to the base model, with eval results.")
+    for name, issue, help in (
+        ("download", "download issue", "Download a model from the Hugging Face hub or ModelScope."),
+        ("push", "download issue", "Publish an artifact to the Hugging Face hub or ModelScope."),
+        ("quantize", "quantize issue", "Quantize a model: GPTQ, AWQ, bitsandbytes."),
+        ("eval", "eval issue", "Evaluate models or endpoints on benchmarks (lm-evaluation-harness)."),
+        ("serve", "serve issue", "OpenAI-compatible HTTP server with continuous batching."),
+        ("infer", "serve issue", "Batch inference over a prompts file."),
+        ("chat", "serve issue", "Interactive terminal chat."),
+        ("bench", "serve issue", "Benchmarks."),
+        ("run", "recipes issue", "Run a recipe YAML of chained stages."),
+        ("recipe", "recipes issue", "List or copy bundled recipes."),
+    ):
+        not_built(name, issue, help)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning SwiftkitError into one red line and exit code 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(args=argv, standalone_mode=False)
+    except SwiftkitError as exc:
+        if _debug["on"]:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        console.print("[red]aborted[/]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:  # a bug, not a user mistake: still one line unless --debug
+        if _debug["on"]:
+            raise
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        console.print("[yellow]hint:[/] re-run with `swiftkit --debug ...` for the traceback and report it")
+        sys.exit(1)
+
+

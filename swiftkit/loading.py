@@ -1,0 +1,85 @@
+"""Load any model reference into (model, tokenizer): the one loading path every stage uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from swiftkit.artifacts import ModelRef, ServingInfo, resolve_model_ref
+from swiftkit.errors import ArtifactError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def torch_dtype(name: str, device: str | None = None):
+    """`auto` means bfloat16 on CUDA and float32 on CPU (CPU bf16 matmuls are slow and lossy)."""
+    import torch
+
+    if name == "auto":
+        on_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        return torch.bfloat16 if on_cuda else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def tokenizer_dir(ref: ModelRef) -> Path:
+    """The artifact's own tokenizer (adapters carry the template they were trained with), else the base's."""
+    for candidate in (ref.path, *reversed(ref.adapters), ref.base_path):
+        if any((candidate / f).is_file() for f in TOKENIZER_FILES):
+            return candidate
+    raise ArtifactError(f"no tokenizer files found for {ref.ref}")
+
+
+def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(ref), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    ref: str | Path | ModelRef,
+    dtype: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    merge_adapters: bool = True,
+    **from_pretrained: Any,
+):
+    """Build the weights a reference describes: base, then each adapter of its chain in order.
+
+    With `merge_adapters`, every adapter is merged (plain model returned); otherwise the last one
+    stays a PEFT adapter (for training on top of it or multi-adapter serving).
+    """
+    from transformers import AutoModelForCausalLM
+
+    mref = ref if isinstance(ref, ModelRef) else resolve_model_ref(ref)
+    model = AutoModelForCausalLM.from_pretrained(
+        mref.base_path, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code, **from_pretrained
+    )
+    if device:
+        model.to(device)
+    if mref.adapters:
+        from peft import PeftModel
+
+        for i, adapter in enumerate(mref.adapters):
+            model = PeftModel.from_pretrained(model, adapter)
+            if merge_adapters or i < len(mref.adapters) - 1:
+                model = model.merge_and_unload()
+    model.eval()
+    return model, load_tokenizer(mref, trust_remote_code), mref
+
+
+def serving_info(tokenizer, model=None, stop: list[str] | None = None) -> ServingInfo:
+    """Chat template / eos / pad exactly as the tokenizer and generation config define them."""
+    eos_ids: list[int] = []
+    gen = getattr(model, "generation_config", None) if model is not None else None
+    if gen is not None and gen.eos_token_id is not None:
+        eos_ids = list(gen.eos_token_id) if isinstance(gen.eos_token_id, (list, tuple)) else [gen.eos_token_id]
+    elif tokenizer.eos_token_id is not None:
+        eos_ids = [tokenizer.eos_token_id]
+    return ServingInfo(
+        chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
+        eos_token=tokenizer.eos_token, eos_token_ids=eos_ids, pad_token=tokenizer.pad_token,
+        bos_token=tokenizer.bos_token, stop=stop or [],
+    )

@@ -1,0 +1,1 @@
+"""Training stages: sft, dpo, merge (TRL + PEFT)."""

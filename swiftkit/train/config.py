@@ -1,0 +1,63 @@
+"""Configs of the training stages (light module: no torch import)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from swiftkit.config import StageConfig
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class ModelStageConfig(StageConfig):
+    """Fields shared by every stage that reads a model."""
+
+    model: str = Field(..., description="Model reference: artifact dir, HF model dir, or hub id.")
+    dtype: Dtype = Field("auto", description="Weights dtype (auto: bfloat16 on GPU, float32 on CPU).")
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the model repo.")
+
+
+class TrainConfig(ModelStageConfig):
+    """Fields shared by sft and dpo."""
+
+    data: list[str] = Field(..., description="Data sources: file (jsonl/json/csv/parquet) or dataset id, optionally SOURCE#N for N rows.")
+    columns: list[str] = Field(default_factory=list, description="Column mapping OURS=THEIRS, e.g. prompt=question.")
+    template: str | None = Field(None, description="Chat template (file or string) overriding the model's own.")
+    max_length: int = Field(1024, description="Max tokens per example; longer rows are skipped with a warning.")
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="lora, qlora (4-bit NF4 base) or full fine-tuning.")
+    lr: float = Field(2e-4, description="Peak learning rate.")
+    epochs: float = Field(1.0, description="Training epochs (ignored when --max-steps > 0).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use --epochs).")
+    batch_size: int = Field(4, description="Per-device batch size.")
+    grad_accum: int = Field(1, description="Gradient accumulation steps.")
+    warmup_ratio: float = Field(0.0, description="Fraction of steps for LR warm-up.")
+    lora_r: int = Field(16, description="LoRA rank.")
+    lora_alpha: int = Field(32, description="LoRA alpha.")
+    lora_dropout: float = Field(0.0, description="LoRA dropout.")
+    lora_targets: list[str] = Field(default_factory=lambda: ["all-linear"], description="LoRA target modules (all-linear, or names).")
+    eval_split: float = Field(0.05, description="Fraction of rows held out for evaluation (0 disables).")
+    eval_steps: int = Field(0, description="Evaluate every N steps (0: at the end only).")
+    save_steps: int = Field(0, description="Checkpoint every N steps (0: no intermediate checkpoints).")
+    logging_steps: int = Field(5, description="Log every N steps.")
+    report_to: list[str] = Field(default_factory=list, description="Also report to: tensorboard, wandb, ...")
+    resume: bool = Field(False, description="Resume from the last checkpoint of an interrupted run at --output.")
+    nproc: int = Field(1, description="Processes to launch through torchrun (multi-GPU / multi-process CPU).")
+    distributed: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description="Multi-process strategy (fsdp/deepspeed for full fine-tuning).")
+
+
+class SFTConfig(TrainConfig):
+    packing: bool = Field(False, description="Pack several examples per row (padding-free).")
+    assistant_only_loss: bool = Field(True, description="Loss only on assistant tokens.")
+
+
+class DPOConfig(TrainConfig):
+    lr: float = Field(5e-5, description="Peak learning rate.")
+    beta: float = Field(0.1, description="DPO beta (strength of the KL anchor to the reference).")
+    loss_type: str = Field("sigmoid", description="TRL loss type: sigmoid (DPO), ipo, hinge, robust, ...")
+
+
+class MergeConfig(ModelStageConfig):
+    dequantize: bool = Field(False, description="Allow merging into a quantized base by dequantizing it first.")
+    tolerance: float = Field(1e-3, description="Max allowed |merged - (base+adapter)| logit difference.")
