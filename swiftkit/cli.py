@@ -92,6 +92,7 @@ def stage_command(
         given = {
             key: value for key, value in values.items()
             if ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+            and value is not None  # a list option given no values arrives as None
         }
         file_values = read_yaml(config) if config else {}
         cfg = build_config(config_cls, file_values, given, source="options")
@@ -114,6 +115,7 @@ def not_built(name: str, issue: str, help: str) -> None:
 
 
 def _register() -> None:
+    from swiftkit.hub.config import DownloadConfig, ModelsConfig, PushConfig
     from swiftkit.info import InfoConfig
     from swiftkit.toy import ToyConfig
     from swiftkit.train.config import DPOConfig, MergeConfig, SFTConfig
@@ -123,9 +125,10 @@ def _register() -> None:
     stage_command("dpo", DPOConfig, "swiftkit.train.dpo:run", "Preference training (DPO and the losses TRL offers) on a base or SFT artifact.")
     stage_command("merge", MergeConfig, "swiftkit.train.merge:run", "Merge a LoRA adapter (or adapter chain) into its base, verified.")
     stage_command("info", InfoConfig, "swiftkit.info:run", "Show an artifact's lineage back to the base model, with eval results.")
+    stage_command("download", DownloadConfig, "swiftkit.hub.download:run", "Download a model from the Hugging Face hub or ModelScope, verified, as an artifact.")
+    stage_command("push", PushConfig, "swiftkit.hub.push:run", "Publish an artifact (with a generated model card) to the Hugging Face hub or ModelScope.")
+    stage_command("models", ModelsConfig, "swiftkit.hub.cache:run", "List the models cached locally (hub ids used as --model), with sizes.")
     for name, issue, help in (
-        ("download", "download issue", "Download a model from the Hugging Face hub or ModelScope."),
-        ("push", "download issue", "Publish an artifact to the Hugging Face hub or ModelScope."),
         ("quantize", "quantize issue", "Quantize a model: GPTQ, AWQ, bitsandbytes."),
         ("eval", "eval issue", "Evaluate models or endpoints on benchmarks (lm-evaluation-harness)."),
         ("serve", "serve issue", "OpenAI-compatible HTTP server with continuous batching."),
