@@ -1,0 +1,241 @@
+"""Normalise the common dataset formats into what TRL trains on.
+
+SFT rows become `{"messages": [...]}` (conversational); preference rows become
+`{"prompt": [...], "chosen": [...], "rejected": [...]}` message lists. Accepted inputs:
+
+- OpenAI `messages` ([{role, content}], content may be a list of text parts; assistant `tool_calls` kept)
+- ShareGPT `conversations` ([{from, value}], from: system/human/user/gpt/assistant/tool/observation)
+- Alpaca `instruction` (+ optional `input`, `system`) and `output`
+- `prompt` / `completion` (strings or message lists)
+- preferences `prompt` / `chosen` / `rejected` (strings or message lists)
+- hh-rlhf transcripts: only `chosen` / `rejected`, each "\\n\\nHuman: ...\\n\\nAssistant: ..."; the prompt is
+  their shared prefix.
+
+Every problem raises a `DataError` naming the row (`Row.where`) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from swiftkit.data.sources import Row
+from swiftkit.errors import DataError
+
+ROLES = {"system", "user", "assistant", "tool"}
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "tool": "tool",
+    "observation": "tool",
+    "function": "tool",
+}
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+Messages = list[dict[str, Any]]
+
+
+def parse_column_map(pairs: list[str]) -> dict[str, str]:
+    """`--columns ours=theirs` -> {theirs: ours} (a rename applied to every row before detection)."""
+    mapping = {}
+    for pair in pairs:
+        ours, sep, theirs = pair.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise DataError(
+                f"--columns {pair!r}: expected OURS=THEIRS",
+                "e.g. --columns prompt=question --columns completion=answer",
+            )
+        mapping[theirs.strip()] = ours.strip()
+    return mapping
+
+
+def apply_column_map(row: Row, mapping: dict[str, str]) -> Row:
+    if not mapping:
+        return row
+    missing = [theirs for theirs in mapping if theirs not in row.values]
+    if missing:
+        raise DataError(
+            f"{row.where}: column {missing[0]!r} named in --columns is missing",
+            f"columns present: {', '.join(row.values)}",
+        )
+    return Row({mapping.get(k, k): v for k, v in row.values.items()}, row.where)
+
+
+def to_conversation(row: Row) -> dict[str, Messages]:
+    """An SFT row as `{"messages": [...]}` ending with an assistant turn."""
+    v = row.values
+    if "messages" in v:
+        messages = _openai_messages(v["messages"], row, "messages")
+    elif "conversations" in v:
+        messages = _sharegpt_messages(v["conversations"], row)
+    elif "instruction" in v and "output" in v:
+        user = _text(v["instruction"], row, "instruction")
+        extra = v.get("input")
+        if extra not in (None, ""):
+            user = f"{user}\n\n{_text(extra, row, 'input')}"
+        messages = [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": _text(v["output"], row, "output")},
+        ]
+        if v.get("system"):
+            messages.insert(0, {"role": "system", "content": _text(v["system"], row, "system")})
+    elif "prompt" in v and "completion" in v:
+        messages = _as_turns(v["prompt"], "user", row, "prompt") + _as_turns(
+            v["completion"], "assistant", row, "completion"
+        )
+    else:
+        raise DataError(
+            f"{row.where}: no SFT columns found (has: {', '.join(v) or 'nothing'})",
+            "expected messages, conversations, instruction/output or prompt/completion; map yours with --columns ours=theirs",
+        )
+    _check_conversation(messages, row)
+    return {"messages": messages}
+
+
+def to_preference(row: Row) -> dict[str, Messages]:
+    """A preference row as prompt / chosen / rejected message lists."""
+    v = row.values
+    if "chosen" not in v or "rejected" not in v:
+        raise DataError(
+            f"{row.where}: preference data needs chosen and rejected columns (has: {', '.join(v) or 'nothing'})",
+            "expected prompt/chosen/rejected or hh-rlhf chosen/rejected transcripts; map yours with --columns ours=theirs",
+        )
+    if "prompt" in v:
+        prompt = _as_turns(v["prompt"], "user", row, "prompt")
+        chosen = _as_turns(v["chosen"], "assistant", row, "chosen")
+        rejected = _as_turns(v["rejected"], "assistant", row, "rejected")
+    elif isinstance(v["chosen"], str) and isinstance(v["rejected"], str):
+        prompt, chosen, rejected = _split_hh(v["chosen"], v["rejected"], row)
+    else:
+        # Full conversations as message lists without a prompt column: the prompt is the shared prefix.
+        full_c = _openai_messages(v["chosen"], row, "chosen")
+        full_r = _openai_messages(v["rejected"], row, "rejected")
+        cut = _shared_prefix(full_c, full_r)
+        prompt, chosen, rejected = full_c[:cut], full_c[cut:], full_r[cut:]
+    _check_conversation(prompt, row, "prompt", ends_with_assistant=False)
+    for name, reply in (("chosen", chosen), ("rejected", rejected)):
+        if not reply or any(m["role"] != "assistant" for m in reply):
+            raise DataError(f"{row.where}: {name} must be assistant turn(s) after the prompt")
+        _check_conversation(prompt + reply, row, name)
+    if prompt[-1]["role"] == "assistant":
+        raise DataError(f"{row.where}: the prompt must end with a user (or tool) turn, not an assistant turn")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _text(value: Any, row: Row, column: str) -> str:
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        # OpenAI content parts: only text parts can be trained on here.
+        if any(p.get("type", "text") != "text" for p in value):
+            raise DataError(f"{row.where}: {column} has non-text content parts", "only text is supported")
+        value = "".join(str(p.get("text", "")) for p in value)
+    if not isinstance(value, str):
+        raise DataError(f"{row.where}: {column} must be text, got {type(value).__name__}")
+    return value
+
+
+def _as_turns(value: Any, role: str, row: Row, column: str) -> Messages:
+    """A column that is either plain text (one `role` turn) or a list of messages."""
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):
+        return _openai_messages(value, row, column)
+    return [{"role": role, "content": _text(value, row, column)}]
+
+
+def _openai_messages(value: Any, row: Row, column: str) -> Messages:
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{row.where}: {column} must be a non-empty list of messages")
+    messages = []
+    for i, message in enumerate(value, start=1):
+        if not isinstance(message, dict) or "role" not in message:
+            raise DataError(
+                f"{row.where}: {column} turn {i} has no role", "each message needs role and content"
+            )
+        clean: dict[str, Any] = {
+            "role": message["role"],
+            "content": _text(message.get("content") or "", row, f"{column} turn {i}"),
+        }
+        if message.get("tool_calls"):
+            clean["tool_calls"] = message["tool_calls"]
+        messages.append(clean)
+    return messages
+
+
+def _sharegpt_messages(value: Any, row: Row) -> Messages:
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{row.where}: conversations must be a non-empty list of {{from, value}} turns")
+    messages = []
+    for i, turn in enumerate(value, start=1):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise DataError(f"{row.where}: conversations turn {i} needs 'from' and 'value'")
+        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
+        if role is None:
+            raise DataError(
+                f"{row.where}: conversations turn {i} has unknown speaker {turn['from']!r}",
+                f"known: {', '.join(SHAREGPT_ROLES)}",
+            )
+        messages.append({"role": role, "content": _text(turn["value"], row, f"conversations turn {i}")})
+    return messages
+
+
+def _check_conversation(
+    messages: Messages, row: Row, what: str = "conversation", ends_with_assistant: bool = True
+) -> None:
+    if not messages:
+        raise DataError(f"{row.where}: {what} is empty")
+    for i, message in enumerate(messages, start=1):
+        role = message["role"]
+        if role not in ROLES:
+            raise DataError(
+                f"{row.where}: {what} turn {i} has unknown role {role!r}",
+                "roles: system, user, assistant, tool",
+            )
+        if role == "system" and i != 1:
+            raise DataError(f"{row.where}: {what} turn {i}: a system message may only come first")
+        if not message["content"].strip() and not message.get("tool_calls"):
+            raise DataError(f"{row.where}: {what} turn {i} ({role}) is empty")
+    if ends_with_assistant:
+        if messages[-1]["role"] != "assistant":
+            raise DataError(
+                f"{row.where}: {what} must end with an assistant turn (last is {messages[-1]['role']})"
+            )
+        if not any(m["role"] == "user" for m in messages):
+            raise DataError(f"{row.where}: {what} has no user turn")
+
+
+def _split_hh(chosen: str, rejected: str, row: Row) -> tuple[Messages, Messages, Messages]:
+    full_c, full_r = _hh_turns(chosen, row, "chosen"), _hh_turns(rejected, row, "rejected")
+    cut = _shared_prefix(full_c, full_r)
+    if cut == len(full_c) or cut == len(full_r):
+        raise DataError(
+            f"{row.where}: chosen and rejected transcripts do not differ after their shared prompt"
+        )
+    # The last differing turns are the replies; anything shared stays in the prompt.
+    return full_c[:cut], full_c[cut:], full_r[cut:]
+
+
+def _hh_turns(text: str, row: Row, column: str) -> Messages:
+    parts = HH_TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
+    if len(parts) < 3 or parts[0].strip():
+        raise DataError(
+            f"{row.where}: {column} is not an hh-rlhf transcript",
+            'expected "\\n\\nHuman: ...\\n\\nAssistant: ..."',
+        )
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [
+        {"role": roles[speaker], "content": content.strip()}
+        for speaker, content in zip(parts[1::2], parts[2::2])
+    ]
+
+
+def _shared_prefix(a: Messages, b: Messages) -> int:
+    cut = 0
+    while cut < min(len(a), len(b)) and a[cut] == b[cut]:
+        cut += 1
+    # The shared prefix is the prompt: if the replies diverge mid-way, back up to the last user turn.
+    while cut > 0 and a[cut - 1]["role"] == "assistant":
+        cut -= 1
+    return cut

@@ -1,0 +1,247 @@
+"""What sft and dpo share: run set-up (output, resume, relaunch), model loading per method, trainer args."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from swiftkit.artifacts import ModelRef, artifact_writer, default_output, partial_dir, read_manifest
+from swiftkit.console import console
+from swiftkit.errors import ArtifactError, SwiftkitError
+from swiftkit.train import launch
+from swiftkit.train.config import TrainConfig
+
+CHECKPOINTS = "checkpoints"
+
+
+def start(cfg: TrainConfig, stage: str) -> tuple[TrainConfig, bool]:
+    """Resolve --output and check --resume once, in the launching process; relaunch under torchrun if asked.
+
+    Returns the resolved config and whether this process should train (False: the workers did).
+    """
+    if launch.in_worker():
+        return cfg, True
+    cfg = cfg.model_copy(update={"output": str(Path(cfg.output or default_output(stage)).resolve())})
+    final = Path(cfg.output)
+    partial = partial_dir(final)
+    if read_manifest(final) is not None and not cfg.overwrite:
+        what = "already finished" if cfg.resume else "already exists"
+        raise ArtifactError(f"output {what}: {final}", "pass --overwrite or choose another --output")
+    if cfg.resume:
+        if last_checkpoint(partial) is None:
+            raise SwiftkitError(
+                f"nothing to resume: no checkpoint under {partial / CHECKPOINTS}",
+                "--resume continues a run that saved checkpoints (--save-steps N) and was interrupted",
+            )
+    elif partial.exists():
+        # A stale partial dir from an interrupted run: a fresh run must not inherit its checkpoints.
+        shutil.rmtree(partial)
+    _check_distributed(cfg)
+    if cfg.nproc > 1:
+        launch.relaunch(stage, cfg)
+        return cfg, False
+    return cfg, True
+
+
+def _check_distributed(cfg: TrainConfig) -> None:
+    if cfg.nproc < 1:
+        raise SwiftkitError("--nproc must be at least 1")
+    if cfg.distributed == "ddp":
+        return
+    if cfg.method != "full":
+        raise SwiftkitError(
+            f"--distributed {cfg.distributed} is for full fine-tuning",
+            "use --method full, or ddp for LoRA/QLoRA",
+        )
+    if cfg.distributed == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise SwiftkitError(
+            "--distributed deepspeed needs the deepspeed package",
+            "pip install deepspeed (GPU machines), or use --distributed fsdp",
+        )
+
+
+def last_checkpoint(partial: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = partial / CHECKPOINTS
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def writer(cfg: TrainConfig) -> contextlib.AbstractContextManager[Path]:
+    """Rank 0 builds the artifact (kept on failure for --resume); other ranks only share its folder."""
+    if launch.is_main():
+        return artifact_writer(cfg.output, overwrite=cfg.overwrite, keep_partial=True)
+    return contextlib.nullcontext(partial_dir(cfg.output))
+
+
+def quiet_workers() -> None:
+    """Only rank 0 talks; HF's own info/warning chatter is replaced by our progress and summary."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    # Deprecation notices from inside the libraries (not actionable for a swiftkit user).
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
+    if not launch.is_main():
+        console.quiet = True
+
+
+def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
+    """(model, tokenizer) to train on: the input's adapter chain merged in memory; 4-bit NF4 for qlora."""
+    from swiftkit.loading import load_model, load_tokenizer, torch_dtype
+
+    if cfg.method != "qlora":
+        model, tokenizer, _ = load_model(mref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        return model, tokenizer
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise SwiftkitError("--method qlora needs bitsandbytes", "pip install 'swiftkit[qlora]'")
+    if mref.is_quantized:
+        raise SwiftkitError(
+            f"{mref.path} is already quantized", "qlora quantizes a full-precision model itself"
+        )
+    source = mref.base_path
+    if mref.adapters:
+        # Merge the chain in full precision, then quantize that: merging into 4-bit weights degrades them.
+        merged, _, _ = load_model(mref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        merged.save_pretrained(scratch)
+        source = scratch
+    dtype = torch_dtype(cfg.dtype)
+    bnb = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_use_double_quant=True,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        source, quantization_config=bnb, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+    )
+    return model, load_tokenizer(mref, cfg.trust_remote_code)
+
+
+def lora_config(cfg: TrainConfig):
+    if cfg.method == "full":
+        return None
+    from peft import LoraConfig
+
+    targets: Any = "all-linear" if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def trainer_args(cfg: TrainConfig, tmp: Path, has_eval: bool) -> dict[str, Any]:
+    """Keyword arguments shared by TRL's SFTConfig and DPOConfig."""
+    import torch
+
+    from swiftkit.loading import torch_dtype
+
+    dtype = torch_dtype(cfg.dtype)
+    if "tensorboard" in cfg.report_to:
+        # transformers 5 reads the TensorBoard folder from this variable; keep the logs in the artifact.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(tmp / "logs")
+    args: dict[str, Any] = dict(
+        output_dir=str(tmp / CHECKPOINTS),
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_ratio,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
+        eval_strategy="steps" if cfg.eval_steps > 0 and has_eval else "no",
+        eval_steps=cfg.eval_steps if cfg.eval_steps > 0 else None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=cfg.report_to or "none",
+        disable_tqdm=True,
+        max_length=cfg.max_length,
+        include_num_input_tokens_seen="non_padding",
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+    args.update(_distributed_args(cfg))
+    return args
+
+
+def _distributed_args(cfg: TrainConfig) -> dict[str, Any]:
+    if cfg.distributed == "fsdp":
+        return {
+            "fsdp": "full_shard auto_wrap",
+            "fsdp_config": {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "use_orig_params": True},
+        }
+    if cfg.distributed == "deepspeed":
+        # ZeRO-3 shards parameters, gradients and optimizer state; "auto" lets transformers fill sizes from the args.
+        return {
+            "deepspeed": {
+                "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
+                "train_batch_size": "auto",
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": "auto",
+                "bf16": {"enabled": "auto"},
+                "fp16": {"enabled": "auto"},
+            }
+        }
+    return {}
+
+
+def prepare_trainer(trainer, description: str) -> None:
+    """Swap HF's tqdm/printer for the rich progress bar."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from swiftkit.train.callbacks import RichProgress
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(RichProgress(description))
+
+
+def finish_dir(tmp: Path) -> None:
+    """Drop resumable state (checkpoints, scratch) from a finished artifact."""
+    for name in (CHECKPOINTS, "scratch"):
+        shutil.rmtree(tmp / name, ignore_errors=True)
+
+
+def adapter_lineage(mref: ModelRef, method: str) -> dict[str, Any]:
+    """Manifest keys: an adapter's base is the full-weights model; earlier adapters form its chain."""
+    if method == "full":
+        return {"kind": "model", "parents": [str(mref.path)]}
+    return {
+        "kind": "adapter",
+        "parents": [str(mref.path)],
+        "base_model": str(mref.base_path),
+        "adapter_chain": [str(p) for p in mref.adapters],
+    }
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's `value` (a one-item list when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def round_metrics(metrics: dict[str, Any], digits: int = 6) -> dict[str, Any]:
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in metrics.items()}

@@ -1,0 +1,172 @@
+"""`swiftkit sft`: supervised fine-tuning on TRL's SFTTrainer + PEFT (LoRA, QLoRA or full).
+
+Reads any model reference (an adapter artifact's chain is merged in memory first and the new adapter
+trains on top), renders conversations with the model's chat template (or --template), trains with
+loss on assistant tokens only, and writes an adapter artifact (lora/qlora) or model artifact (full).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from swiftkit.artifacts import Manifest, partial_dir, resolve_model_ref, write_manifest
+from swiftkit.console import console, summary
+from swiftkit.data.dataset import (
+    drop_overlength,
+    has_generation_markers,
+    load_training_data,
+    resolve_template,
+    split_eval,
+)
+from swiftkit.train import common, launch
+from swiftkit.train.config import SFTConfig
+
+
+def run(cfg: SFTConfig) -> Path:
+    cfg, should_train = common.start(cfg, "sft")
+    if should_train:
+        _train(cfg)
+    return Path(cfg.output)
+
+
+def _train(cfg: SFTConfig) -> None:
+    started = time.time()
+    # Data and model reference first: bad input fails in a second, before the heavy imports.
+    data = load_training_data(cfg.data, "sft", cfg.columns, cfg.seed)
+    mref = resolve_model_ref(cfg.model)
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+
+    from swiftkit.loading import serving_info
+
+    common.quiet_workers()
+    resume_from = common.last_checkpoint(partial_dir(cfg.output)) if cfg.resume else None
+
+    with common.writer(cfg) as tmp:
+        model, tokenizer = common.load_for_training(cfg, mref, tmp / "scratch" / f"rank{launch.rank()}")
+        template = resolve_template(cfg.template)
+        if template:
+            tokenizer.chat_template = template
+        data = drop_overlength(data, tokenizer, cfg.max_length, "sft")
+        rows, loss_on = _loss_target(data.rows, cfg, tokenizer.chat_template)
+        train_rows, eval_rows = split_eval(rows, cfg.eval_split, cfg.seed)
+        args = TRLSFTConfig(
+            **common.trainer_args(cfg, tmp, bool(eval_rows)),
+            packing=cfg.packing,
+            assistant_only_loss=loss_on == "assistant",
+            completion_only_loss=loss_on == "completion",
+        )
+        trainer = _recording_trainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=common.lora_config(cfg),
+        )
+        common.prepare_trainer(trainer, f"sft ({cfg.method})")
+        # Evaluated after the trainer wrapped the model: a no_grad forward of a 4-bit model before
+        # get_peft_model breaks QLoRA training (FEASIBILITY.md).
+        before = trainer.evaluate() if eval_rows else {}
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        after = trainer.evaluate() if eval_rows else {}
+        trainer.save_model(str(tmp))  # a collective under FSDP/DeepSpeed: every rank calls it
+        per_rank = common.gather(trainer.seen)
+        if not launch.is_main():
+            return
+        common.finish_dir(tmp)
+        tokenizer.save_pretrained(tmp)
+        metrics = _metrics(result, before, after, trainer, per_rank, started)
+        metrics.update(loss_on=loss_on, train_rows=len(train_rows), eval_rows=len(eval_rows))
+        manifest = Manifest(
+            stage="sft",
+            **common.adapter_lineage(mref, cfg.method),
+            config=cfg.model_dump(),
+            data=data.manifest_entry(),
+            metrics=metrics,
+            serving=serving_info(tokenizer, model),
+        )
+        write_manifest(tmp, manifest)
+    summary(
+        f"sft ({cfg.method})",
+        [
+            ("model", mref.ref),
+            ("rows", f"{len(train_rows)} train / {len(eval_rows)} eval"),
+            ("steps", metrics["steps"]),
+            ("train loss", metrics["train_loss"]),
+            *(
+                [("eval loss", f"{metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}")]
+                if eval_rows
+                else []
+            ),
+            ("tokens/s", f"{metrics['tokens_per_second']:,.0f}"),
+            ("time", f"{metrics['runtime_s']:.0f}s"),
+        ],
+        artifact=cfg.output,
+    )
+
+
+def _recording_trainer(**kwargs):
+    from trl import SFTTrainer
+
+    class RecordingSFTTrainer(SFTTrainer):
+        """Keeps a digest of every sequence this rank trains on: evidence that ranks see different data."""
+
+        def training_step(self, model, inputs, *args, **kw):
+            mask = inputs.get("attention_mask")
+            for i, ids in enumerate(inputs["input_ids"].tolist()):
+                tokens = ids if mask is None else [t for t, m in zip(ids, mask[i].tolist()) if m]
+                self.seen.append(hashlib.sha256(str(tokens).encode()).hexdigest()[:12])
+            return super().training_step(model, inputs, *args, **kw)
+
+    trainer = RecordingSFTTrainer(**kwargs)
+    trainer.seen = []
+    return trainer
+
+
+def _loss_target(
+    rows: list[dict[str, Any]], cfg: SFTConfig, template: str | None
+) -> tuple[list[dict[str, Any]], str]:
+    """Which tokens carry the loss: assistant turns (template with {% generation %}), else the last reply."""
+    if not cfg.assistant_only_loss:
+        return rows, "all"
+    if has_generation_markers(template):
+        return rows, "assistant"
+    # TRL's assistant mask needs {% generation %} blocks; most hub templates lack them. Prompt/completion
+    # rows give the same masking for the final reply without touching the template.
+    console.print(
+        "[yellow]warning:[/] the chat template has no {% generation %} markers: loss only on each row's last assistant reply"
+    )
+    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows], "completion"
+
+
+def _metrics(
+    result, before: dict, after: dict, trainer, per_rank: list[list[str]], started: float
+) -> dict[str, Any]:
+    train = result.metrics
+    tokens = trainer.state.num_input_tokens_seen
+    metrics: dict[str, Any] = {
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "train_tokens": tokens,
+        "tokens_per_second": tokens / max(train.get("train_runtime", 0.0), 1e-9),
+        "train_runtime_s": train.get("train_runtime"),
+        "runtime_s": time.time() - started,
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    }
+    for name, values in (("before", before), ("after", after)):
+        for key in ("eval_loss", "eval_mean_token_accuracy"):
+            if key in values:
+                metrics[f"{key}_{name}"] = values[key]
+    if len(per_rank) > 1:
+        sets = [set(seen) for seen in per_rank]
+        metrics["distributed"] = {
+            "world_size": len(per_rank),
+            "sequences_per_rank": [len(s) for s in per_rank],
+            "shared_sequences": len(set.intersection(*sets)),
+            "digests_per_rank": [seen[:64] for seen in per_rank],
+        }
+    return common.round_metrics(metrics)
