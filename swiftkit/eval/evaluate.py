@@ -1,0 +1,296 @@
+"""`swiftkit eval`: score models or an endpoint with lm-evaluation-harness, one eval artifact per model.
+
+Order of work, so bad input fails before anything heavy: resolve every --model, check outputs,
+parse --fail-under, validate tasks and local data, build lm-eval's tasks (datasets load here),
+and only then load a model. A crash keeps the finished requests in the artifact's partial folder
+(lm-eval's request cache), so re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swiftkit.artifacts import ModelRef, artifact_writer, default_output, lineage, resolve_model_ref
+from swiftkit.console import console, summary
+from swiftkit.errors import ArtifactError, SwiftkitError
+from swiftkit.eval.config import EvalConfig, parse_thresholds
+from swiftkit.eval.report import check_thresholds, print_table, scores_of, side_by_side, write_eval_artifact
+from swiftkit.eval.tasks import TaskPlan, plan_tasks
+
+
+@dataclass
+class Target:
+    """One thing to score: a resolved model reference or the endpoint."""
+
+    label: str
+    output: Path
+    ref: ModelRef | None = None
+
+
+def _targets(cfg: EvalConfig) -> list[Target]:
+    if bool(cfg.model) == bool(cfg.url):
+        raise SwiftkitError(
+            "give --model REF (one or more) or --url BASE_URL",
+            "e.g. swiftkit eval --model runs/sft --tasks toy_arithmetic",
+        )
+    stamp = default_output("eval").name.removeprefix("eval-")
+    if cfg.url:
+        return [Target("endpoint", Path(cfg.output) if cfg.output else default_output("eval"))]
+    refs = [resolve_model_ref(m) for m in cfg.model]
+    labels: list[str] = []
+    for ref in refs:
+        label = ref.path.name
+        labels.append(label if label not in labels else f"{label}-{len(labels)}")
+    targets = []
+    for ref, label in zip(refs, labels, strict=False):
+        if cfg.output:
+            output = Path(cfg.output) if len(refs) == 1 else Path(cfg.output) / label
+        elif ref.manifest is not None:
+            # Beside the model, where `swiftkit info MODEL` looks for its evals.
+            output = ref.path.parent / f"eval-{label}-{stamp}"
+        else:
+            output = Path("runs") / f"eval-{label}-{stamp}"
+        targets.append(Target(label, output, ref))
+    for target in targets:
+        if target.output.exists() and any(target.output.iterdir()) and not cfg.overwrite:
+            raise ArtifactError(
+                f"output already exists: {target.output.resolve()}",
+                "pass --overwrite or choose another --output",
+            )
+    return targets
+
+
+def _model_dirs(ref: ModelRef) -> list[Path]:
+    """Where toy tasks look for the model's own task/ data: the artifact, its adapters, base, parents."""
+    dirs = [ref.path, *reversed(ref.adapters), ref.base_path]
+    dirs += [p for p, m in lineage(ref.path) if m is not None]
+    return list(dict.fromkeys(dirs))
+
+
+def _end_of_turn(tokenizer) -> str:
+    """The text a chat template closes an assistant answer with (ChatML: '<|im_end|>')."""
+    marker = "\u2063answer\u2063"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
+    except Exception:  # a template that cannot render a plain exchange: score the answer alone
+        return ""
+    return text.split(marker, 1)[1].rstrip() if marker in text else ""
+
+
+def _plan(cfg: EvalConfig, out: Path, target: Target, end_of_turn: str) -> TaskPlan:
+    return plan_tasks(
+        cfg.tasks,
+        out,
+        data_dir=cfg.data_dir,
+        data=cfg.data,
+        num_fewshot=cfg.num_fewshot,
+        max_gen_toks=cfg.max_gen_toks,
+        model_dirs=_model_dirs(target.ref) if target.ref else [],
+        end_of_turn=end_of_turn,
+        allow_code_execution=cfg.allow_code_execution,
+    )
+
+
+def _task_manager(plan: TaskPlan):
+    from lm_eval.tasks import TaskManager
+
+    # lm-eval's full index (~15k YAMLs, ~10 s) is only needed for tasks read from the hubs.
+    return TaskManager(include_path=str(plan.include_dir), include_defaults=not plan.offline)
+
+
+def _build_tasks(manager, plan: TaskPlan) -> None:
+    """Build lm-eval's tasks once now: unknown names and unreadable datasets fail before a model loads."""
+    unknown = [n for n in plan.names if n not in manager.all_tasks]
+    if unknown:
+        from swiftkit.eval.tasks import known_offline
+
+        raise SwiftkitError(
+            f"unknown task(s): {', '.join(unknown)}",
+            f"offline tasks: {', '.join(known_offline())}; or any lm-eval task name (lm_eval ls tasks)",
+        )
+    try:
+        manager.load(plan.names)
+    except SwiftkitError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SwiftkitError(
+            f"cannot load task data for {', '.join(plan.names)}: {first}",
+            "offline? pass --data-dir with local copies (docs/eval.md)",
+        ) from None
+
+
+def _load_backend(cfg: EvalConfig, target: Target, tokenizer, plan: TaskPlan, chat: bool):
+    from swiftkit.eval import backends
+
+    if cfg.url:
+        return backends.endpoint_backend(
+            cfg.url,
+            cfg.api_key,
+            cfg.served_model,
+            tokenizer,
+            _tokenizer_path(cfg),
+            chat,
+            cfg.batch_size,
+            cfg.max_length,
+            plan.loglikelihood,
+        )
+    if cfg.backend == "hf":
+        if target.ref.adapters:
+            raise SwiftkitError(
+                "--backend hf reads plain model directories only",
+                f"{target.ref.path} is an adapter: use --backend local or merge it first",
+            )
+        return backends.hf_backend(
+            target.ref.base_path, cfg.batch_size, cfg.max_length, cfg.device, cfg.dtype
+        )
+    from swiftkit.loading import load_model
+
+    with console.status(f"loading {target.ref.path}"):
+        model, _, _ = load_model(
+            target.ref, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code
+        )
+    return backends.local_backend(
+        model, tokenizer, str(target.ref.path), cfg.batch_size, cfg.max_length, cfg.device
+    )
+
+
+def _tokenizer_path(cfg: EvalConfig) -> str | None:
+    if cfg.url is None:
+        return None
+    source = cfg.tokenizer or (
+        cfg.served_model if cfg.served_model and Path(cfg.served_model).is_dir() else None
+    )
+    if source is None:
+        return None
+    from swiftkit.loading import tokenizer_dir
+
+    return str(tokenizer_dir(resolve_model_ref(source)))
+
+
+def _tokenizer(cfg: EvalConfig, target: Target):
+    """The tokenizer (and so the chat template) training used; light to load, so it is checked first."""
+    from transformers import AutoTokenizer
+
+    if target.ref is not None:
+        from swiftkit.loading import load_tokenizer
+
+        return load_tokenizer(target.ref, cfg.trust_remote_code)
+    path = _tokenizer_path(cfg)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code) if path else None
+
+
+def _use_chat(cfg: EvalConfig, tokenizer, label: str) -> bool:
+    from swiftkit.eval.backends import has_chat_template
+
+    if tokenizer is None:  # endpoint without a local tokenizer: the server applies its own template
+        return cfg.chat if cfg.chat is not None else True
+    if cfg.chat and not has_chat_template(tokenizer):
+        raise SwiftkitError(
+            f"--chat: {label} has no chat template",
+            "pass --no-chat, or give a model whose tokenizer carries one",
+        )
+    return has_chat_template(tokenizer) if cfg.chat is None else cfg.chat
+
+
+def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
+    import lm_eval
+
+    tokenizer = _tokenizer(cfg, target)
+    chat = _use_chat(cfg, tokenizer, target.label)
+    end = _end_of_turn(tokenizer) if chat and tokenizer is not None else ""
+    with tempfile.TemporaryDirectory(prefix="swiftkit-eval-") as scratch:
+        plan = _plan(cfg, Path(scratch), target, end)  # validate data before touching the output
+        _build_tasks(_task_manager(plan), plan)
+    with artifact_writer(target.output, overwrite=cfg.overwrite, keep_partial=True) as tmp:
+        plan = _plan(cfg, tmp / "tasks", target, end)
+        manager = _task_manager(plan)
+        backend = _load_backend(cfg, target, tokenizer, plan, chat)
+        fingerprint = hashlib.sha256(
+            f"{backend.target}|{chat}|{cfg.system_prompt}|{cfg.dtype}|{cfg.max_length}".encode()
+        ).hexdigest()[:16]
+        (tmp / "cache").mkdir(exist_ok=True)
+        started = time.time()
+        results = lm_eval.simple_evaluate(
+            model=backend.lm,
+            tasks=plan.names,
+            task_manager=manager,
+            num_fewshot=cfg.num_fewshot,
+            limit=cfg.limit,
+            batch_size=cfg.batch_size,
+            apply_chat_template=chat,
+            fewshot_as_multiturn=chat,
+            system_instruction=cfg.system_prompt,
+            gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
+            log_samples=True,
+            use_cache=str(tmp / "cache" / f"requests-{fingerprint}"),
+            bootstrap_iters=1000,
+            random_seed=cfg.seed,
+            numpy_random_seed=cfg.seed,
+            torch_random_seed=cfg.seed,
+            fewshot_random_seed=cfg.seed,
+            confirm_run_unsafe_code=cfg.allow_code_execution,
+        )
+        wall = time.time() - started
+        scores, metrics_used = scores_of(results, plan.primary)
+        extra: dict[str, Any] = {
+            "chat": chat,
+            "chat_template": backend.chat_template if chat else None,
+            "num_fewshot": cfg.num_fewshot,
+            "limit": cfg.limit,
+            "wall_s": round(wall, 2),
+            **backend.info,
+        }
+        config = cfg.model_dump(exclude={"api_key"})  # never write a secret into an artifact
+        write_eval_artifact(tmp, results, scores, metrics_used, backend.target, config, extra, plan.sources)
+        _finalise(tmp, target.output.resolve())
+    rows = [(task, f"{score:.4f} ({metrics_used[task]})") for task, score in scores.items()]
+    summary(
+        f"eval of {target.label}",
+        [*rows, ("chat template", "applied" if chat else "not applied"), ("time", f"{wall:.1f}s")],
+        artifact=str(target.output.resolve()),
+    )
+    return scores
+
+
+def _finalise(tmp: Path, final: Path) -> None:
+    """Point the kept task YAMLs at where their data will live, and drop the resume cache."""
+    import shutil
+
+    for task_yaml in (tmp / "tasks").glob("*.yaml"):
+        task_yaml.write_text(
+            task_yaml.read_text(encoding="utf-8").replace(str(tmp), str(final)), encoding="utf-8"
+        )
+    shutil.rmtree(tmp / "cache", ignore_errors=True)
+
+
+def run(cfg: EvalConfig) -> list[Path]:
+    thresholds = parse_thresholds(cfg.fail_under)
+    targets = _targets(cfg)
+    if not cfg.tasks:
+        from swiftkit.eval.tasks import known_offline
+
+        raise SwiftkitError(
+            "no --tasks given",
+            f"e.g. --tasks toy_arithmetic,mmlu; offline tasks: {', '.join(known_offline())}",
+        )
+    # lm-eval logs every request batch at INFO; swiftkit shows its own progress and summary.
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    all_scores = [_evaluate_one(cfg, target) for target in targets]
+    labels = [t.label for t in targets]
+    if len(targets) > 1:
+        print_table(side_by_side("scores (delta to the first model)", labels, all_scores))
+    failures = check_thresholds(labels, all_scores, thresholds)
+    if failures:
+        raise SwiftkitError(
+            "--fail-under: " + "; ".join(failures), "the eval artifacts were written; see results.json"
+        )
+    return [t.output.resolve() for t in targets]
