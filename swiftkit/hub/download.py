@@ -184,7 +184,7 @@ def _drop_if_empty(tmp: Path) -> None:
 # --- Hugging Face -----------------------------------------------------------------------------
 
 
-def _bound_hf_timeouts(timeout: float) -> None:
+def bound_hf_timeouts(timeout: float) -> None:
     """The hub client waits forever by default on API calls; give every request a deadline."""
     import huggingface_hub
     from huggingface_hub import constants
@@ -206,7 +206,7 @@ def _download_hf(cfg: DownloadConfig, repo_id: str, revision: str | None, dest: 
 
     endpoint = (cfg.endpoint or constants.ENDPOINT).rstrip("/")
     what = f"{repo_id}@{revision or 'main'}"
-    _bound_hf_timeouts(cfg.timeout)
+    bound_hf_timeouts(cfg.timeout)
     try:
         info = HfApi(endpoint=endpoint, token=cfg.token).model_info(
             repo_id, revision=revision, files_metadata=True, timeout=cfg.timeout

@@ -77,6 +77,13 @@ def translate(exc: BaseException, *, what: str, endpoint: str, timeout: float) -
             return SwiftkitError(f"access to {what} denied by {endpoint} (HTTP {status})", TOKEN_HINT)
         if isinstance(err, hf.HfHubHTTPError) and status and status >= 500:
             return HubUnreachable(f"{endpoint} failed with HTTP {status} for {what}", NETWORK_HINT)
+    # ModelScope's client raises its own classes (modelscope_hub.errors): matched by name, not imported.
+    if "AuthenticationError" in names or "PermissionDeniedError" in names:
+        return SwiftkitError(f"access to {what} denied by {endpoint}", TOKEN_HINT)
+    if "NotExistError" in names:
+        return SwiftkitError(
+            f"repository not found on {endpoint}: {what}", "check the id (org/name) and --hub"
+        )
     if any("Timeout" in n for n in names):
         return HubUnreachable(f"no answer from {endpoint} within {timeout:g}s for {what}", NETWORK_HINT)
     if any(

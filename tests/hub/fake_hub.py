@@ -8,6 +8,7 @@ injectable faults: a connection dropped mid-file, a hung server, a corrupted fil
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -106,12 +107,20 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def _route(self, method: str) -> None:
             path = unquote(urlsplit(self.path).path)
             hub.requests.append((method, path, self.headers.get("Range")))
+            # Read the body first: an unread body would be parsed as the next request on this connection.
+            self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if hub.faults.hang:
                 hub._release.wait(120)
                 self.close_connection = True
                 return
             if method == "POST" and path == "/api/repos/create":
                 return self._create_repo()
+            if method == "POST" and path == "/api/validate-yaml":
+                return self._json({"errors": [], "warnings": []})
+            if method == "POST" and (m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/([^/]+)", path)):
+                return self._preupload(m[1])
+            if method == "POST" and (m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/([^/]+)", path)):
+                return self._commit(m[1])
             if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
                 return self._model_info(m[1], m[2] or "main")
             if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/.*)?", path):
@@ -233,9 +242,43 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return
             self.wfile.write(data[start:])
 
+        def _writable(self, repo_id: str) -> bool:
+            if not self._authorized():
+                self._error(401, "Invalid credentials in Authorization header")
+                return False
+            if repo_id not in hub.repos:
+                self._error(404, "Repository not found", "RepoNotFound")
+                return False
+            return True
+
+        def _preupload(self, repo_id: str) -> None:
+            files = json.loads(self.body)["files"]
+            if self._writable(repo_id):
+                # This fake stores every file as a regular git blob (no LFS / Xet storage).
+                self._json(
+                    {
+                        "files": [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                        ]
+                    }
+                )
+
+        def _commit(self, repo_id: str) -> None:
+            lines = [json.loads(line) for line in self.body.splitlines() if line.strip()]
+            if not self._writable(repo_id):
+                return
+            repo = hub.repos[repo_id]
+            for item in lines:
+                if item["key"] == "file":
+                    repo.files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                elif item["key"] != "header":
+                    self._error(400, f"this fake hub does not support {item['key']} operations")
+                    return
+            repo.commit = hashlib.sha1(repr(sorted(repo.files.items())).encode()).hexdigest()
+            self._json({"commitUrl": f"{hub.url}/{repo_id}/commit/{repo.commit}", "commitOid": repo.commit})
+
         def _create_repo(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            payload = json.loads(self.rfile.read(length) or b"{}")
+            payload = json.loads(self.body or b"{}")
             if hub.faults.create_repo_status:
                 self._error(
                     hub.faults.create_repo_status,
@@ -246,6 +289,11 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._error(401, "Invalid credentials in Authorization header")
                 return
             hub.created.append(payload)
+            repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
+            if repo_id in hub.repos:
+                self._error(409, "You already created this model repo")
+                return
+            hub.repos[repo_id] = FakeRepo({}, commit="0" * 40, private=payload.get("visibility") == "private")
             self._json({"url": f"{hub.url}/{payload.get('organization') or 'user'}/{payload['name']}"})
 
     return Handler
