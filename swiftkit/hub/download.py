@@ -200,6 +200,22 @@ def bound_hf_timeouts(timeout: float) -> None:
     constants.HF_HUB_DOWNLOAD_TIMEOUT = timeout
 
 
+BYTES_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B [{elapsed}<{remaining}, {rate_fmt}]"
+
+
+def _progress_bars():
+    """huggingface_hub's own bars, with the ETA its byte bars leave out (they show bytes and speed)."""
+    from huggingface_hub.utils import tqdm
+
+    class ByteBars(tqdm):
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("unit") == "B":
+                kwargs["bar_format"] = BYTES_BAR
+            super().__init__(*args, **kwargs)
+
+    return ByteBars
+
+
 def _download_hf(cfg: DownloadConfig, repo_id: str, revision: str | None, dest: Path):
     from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.utils import filter_repo_objects
@@ -236,6 +252,7 @@ def _download_hf(cfg: DownloadConfig, repo_id: str, revision: str | None, dest: 
             token=cfg.token,
             etag_timeout=cfg.timeout,
             max_workers=cfg.max_workers,
+            tqdm_class=_progress_bars(),
         )
     except SwiftkitError:
         raise
