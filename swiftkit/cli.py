@@ -118,6 +118,7 @@ def _register() -> None:
     from swiftkit.hub.config import DownloadConfig, ModelsConfig, PushConfig
     from swiftkit.eval.config import CompareConfig, EvalConfig
     from swiftkit.info import InfoConfig
+    from swiftkit.quant.config import QuantizeConfig
     from swiftkit.toy import ToyConfig
     from swiftkit.train.config import DPOConfig, MergeConfig, SFTConfig
 
@@ -125,6 +126,7 @@ def _register() -> None:
     stage_command("sft", SFTConfig, "swiftkit.train.sft:run", "Supervised fine-tuning: LoRA (default), QLoRA or full, on TRL's SFTTrainer.")
     stage_command("dpo", DPOConfig, "swiftkit.train.dpo:run", "Preference training (DPO and the losses TRL offers) on a base or SFT artifact.")
     stage_command("merge", MergeConfig, "swiftkit.train.merge:run", "Merge a LoRA adapter (or adapter chain) into its base, verified.")
+    stage_command("quantize", QuantizeConfig, "swiftkit.quant.quantize:run", "Quantize a model (GPTQ, AWQ, bitsandbytes) and verify the written checkpoint.")
     stage_command("info", InfoConfig, "swiftkit.info:run", "Show an artifact's lineage back to the base model, with eval results.")
     stage_command("eval", EvalConfig, "swiftkit.eval.evaluate:run", "Evaluate models or an endpoint on benchmarks (lm-evaluation-harness); writes eval artifacts.")
     stage_command("compare", CompareConfig, "swiftkit.eval.compare:run", "Put eval artifacts side by side with deltas to the first (CI gates: --fail-under, --max-drop).")
@@ -132,7 +134,6 @@ def _register() -> None:
     stage_command("push", PushConfig, "swiftkit.hub.push:run", "Publish an artifact (with a generated model card) to the Hugging Face hub or ModelScope.")
     stage_command("models", ModelsConfig, "swiftkit.hub.cache:run", "List the models cached locally (hub ids used as --model), with sizes.")
     for name, issue, help in (
-        ("quantize", "quantize issue", "Quantize a model: GPTQ, AWQ, bitsandbytes."),
         ("serve", "serve issue", "OpenAI-compatible HTTP server with continuous batching."),
         ("infer", "serve issue", "Batch inference over a prompts file."),
         ("chat", "serve issue", "Interactive terminal chat."),

@@ -1,0 +1,1 @@
+"""`swiftkit quantize`: GPTQ / AWQ (GPTQModel) and bitsandbytes exports, each verified after writing."""

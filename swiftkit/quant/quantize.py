@@ -1,0 +1,281 @@
+"""`swiftkit quantize`: merge adapters, calibrate, quantize, write, then verify the written checkpoint.
+
+A checkpoint that fails verification never appears at `--output`: its files and the report
+(`verification.json`) are moved to `<output>.failed/` and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+from swiftkit.artifacts import (
+    Manifest,
+    ModelRef,
+    artifact_writer,
+    default_output,
+    resolve_model_ref,
+    write_manifest,
+)
+from swiftkit.console import console, summary
+from swiftkit.errors import ArtifactError, SwiftkitError
+from swiftkit.quant.config import QuantizeConfig
+
+# Libraries each method needs at quantization time and for transformers to reload the result.
+REQUIRED = {
+    "gptq": ("gptqmodel", "optimum"),
+    "awq": ("gptqmodel", "optimum"),
+    "bnb-nf4": ("bitsandbytes",),
+    "bnb-int8": ("bitsandbytes",),
+}
+QUANT_LIBRARIES = ("gptqmodel", "optimum", "bitsandbytes", "transformers", "torch")
+
+
+def run(cfg: QuantizeConfig) -> Path:
+    started = time.time()
+    _check_libraries(cfg.method)
+    ref = resolve_model_ref(cfg.model)
+    if ref.is_quantized:
+        raise ArtifactError(
+            f"{ref.path} is already quantized ({ref.manifest.quantization.get('method')})",
+            "quantize the full-precision model it came from",
+        )
+    output = Path(cfg.output) if cfg.output else default_output("quantize")
+
+    import torch
+
+    from swiftkit.loading import load_model, serving_info, torch_dtype
+    from swiftkit.quant.calibration import build_text_set
+    from swiftkit.quant.verify import (
+        VerificationFailed,
+        checkpoint_bytes,
+        linear_weight_bytes,
+        perplexity,
+        probe_ids,
+    )
+
+    torch.manual_seed(cfg.seed)
+    work_dtype = torch_dtype(cfg.dtype, "cpu")
+    if cfg.method == "awq" and work_dtype == torch.float32:
+        work_dtype = torch.float16  # GPTQModel's CPU AWQ kernel computes only in half precision
+    with console.status("loading the parent model (adapters merged)"):
+        parent, tokenizer, ref = load_model(
+            ref, dtype=cfg.dtype, device="cpu", trust_remote_code=cfg.trust_remote_code
+        )
+    modules = _quantizable_linears(parent)
+    _check_model(cfg, parent, modules)
+    max_positions = getattr(parent.config, "max_position_embeddings", None) or cfg.max_length
+    texts = build_text_set(
+        cfg.data,
+        cfg.eval_data,
+        tokenizer,
+        cfg.n_samples,
+        min(cfg.max_length, max_positions),
+        cfg.eval_tokens,
+        cfg.seed,
+        need_samples=cfg.method in ("gptq", "awq"),
+    )
+    with console.status("scoring the parent on held-out text"):
+        parent_ppl = perplexity(parent, texts.eval_windows)
+    serving = (
+        ref.manifest.serving if ref.manifest and ref.manifest.serving else serving_info(tokenizer, parent)
+    )
+
+    with _full_weights_dir(ref, parent, tokenizer) as source:
+        del parent
+        size_before = checkpoint_bytes(source)
+        linear_before = linear_weight_bytes(source, modules)
+        with artifact_writer(output, overwrite=cfg.overwrite) as tmp:
+            grouping = f", group {cfg.group_size}" if cfg.method in ("gptq", "awq") else ""
+            console.print(f"quantizing with {cfg.method} ({cfg.bits}-bit{grouping}) ...")
+            probe = probe_ids(texts.eval_windows)
+            reference = _quantize(cfg, source, tmp, texts.samples, probe, work_dtype)
+            # The parent's tokenizer (an adapter's own template included) and generation config go along.
+            tokenizer.save_pretrained(tmp)
+            if (source / "generation_config.json").is_file():
+                shutil.copy2(source / "generation_config.json", tmp / "generation_config.json")
+            with console.status("verifying: reload with transformers, logits, generate, perplexity"):
+                from swiftkit.quant.verify import verify_checkpoint
+
+                check = verify_checkpoint(
+                    tmp,
+                    reference_logits=reference,
+                    probe=probe,
+                    eval_windows=texts.eval_windows,
+                    parent_ppl=parent_ppl,
+                    max_ppl_increase=cfg.max_ppl_increase,
+                    logits_tolerance=cfg.logits_tolerance,
+                    dtype=work_dtype,
+                    trust_remote_code=cfg.trust_remote_code,
+                )
+            sizes = {
+                "checkpoint_bytes_before": size_before,
+                "checkpoint_bytes_after": checkpoint_bytes(tmp),
+                "linear_weight_bytes_before": linear_before,
+                "linear_weight_bytes_after": linear_weight_bytes(tmp, modules),
+            }
+            verification = check.as_dict() | sizes
+            if not check.passed:
+                failed = _keep_failed(tmp, output, verification)
+                raise VerificationFailed(
+                    f"{cfg.method} checkpoint failed verification: {'; '.join(check.failures)}",
+                    f"nothing was written to {output}; the checkpoint and report are in {failed}",
+                )
+            elapsed = time.time() - started
+            quantization = {
+                "method": cfg.method,
+                "bits": cfg.bits,
+                "group_size": cfg.group_size if cfg.method in ("gptq", "awq") else None,
+                "format": cfg.format,
+                "calibration": texts.manifest_entry(used=cfg.method in ("gptq", "awq")),
+                "verification": verification,
+                "libraries": _versions(),
+            }
+            write_manifest(
+                tmp,
+                Manifest(
+                    kind="model",
+                    stage="quantize",
+                    parents=[str(ref.path)],
+                    config=cfg.model_dump(),
+                    data=texts.manifest_entry(used=False),
+                    quantization=quantization,
+                    serving=serving,
+                    metrics={
+                        "ppl_parent": check.ppl_parent,
+                        "ppl_quantized": check.ppl_quantized,
+                        "seconds": round(elapsed, 1),
+                    },
+                ),
+            )
+    summary(
+        f"quantize ({cfg.method}, {cfg.bits}-bit)",
+        [
+            ("size", f"{_mb(size_before)} -> {_mb(sizes['checkpoint_bytes_after'])}"),
+            (
+                "linear weights",
+                f"{_mb(linear_before)} -> {_mb(sizes['linear_weight_bytes_after'])} "
+                f"(x{linear_before / max(1, sizes['linear_weight_bytes_after']):.2f} smaller)",
+            ),
+            (
+                "perplexity",
+                f"{check.ppl_parent:.4g} -> {check.ppl_quantized:.4g} ({(check.ppl_ratio - 1) * 100:+.2f}%)",
+            ),
+            ("reload logits max diff", check.logits_max_diff),
+            ("verification", "passed"),
+            ("time", f"{elapsed:.0f}s"),
+        ],
+        artifact=str(output.resolve()),
+    )
+    return output.resolve()
+
+
+def _check_libraries(method: str) -> None:
+    missing = [name for name in REQUIRED[method] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SwiftkitError(
+            f"--method {method} needs {', '.join(missing)}, which is not installed",
+            "pip install 'swiftkit[quant]'",
+        )
+
+
+def _quantizable_linears(model) -> list[str]:
+    """The decoder layers' Linear modules: what GPTQ/AWQ/bnb quantize (embeddings and lm_head stay)."""
+    import torch
+
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}" and "lm_head" not in name
+    ]
+
+
+def _check_model(cfg: QuantizeConfig, model, modules: list[str]) -> None:
+    """Refuse impossible requests before any quantization work."""
+    if not modules:
+        raise SwiftkitError(f"found no decoder Linear layers to quantize in {type(model).__name__}")
+    if cfg.method not in ("gptq", "awq"):
+        return
+    from gptqmodel.models.auto import SUPPORTED_MODELS
+
+    model_type = model.config.model_type
+    if model_type not in SUPPORTED_MODELS:
+        raise SwiftkitError(
+            f"GPTQModel does not support the {model_type!r} architecture", "try --method bnb-nf4 or bnb-int8"
+        )
+    if cfg.group_size > 0:
+        widths = {model.get_submodule(name).in_features: name for name in modules}
+        bad = {w: n for w, n in widths.items() if w % cfg.group_size}
+        if bad:
+            width, name = next(iter(bad.items()))
+            divisors = [g for g in (32, 64, 128) if all(w % g == 0 for w in widths)]
+            raise SwiftkitError(
+                f"--group-size {cfg.group_size} does not divide the input width {width} of {name}",
+                f"use --group-size {divisors[-1]}" if divisors else "use --group-size -1 (one group per row)",
+            )
+
+
+@contextlib.contextmanager
+def _full_weights_dir(ref: ModelRef, model, tokenizer) -> Iterator[Path]:
+    """A directory with the full weights to quantize: the model itself, or the adapter chain merged into it.
+
+    Quantizing the base of an un-merged LoRA would silently drop the fine-tuning.
+    """
+    if not ref.adapters:
+        yield ref.base_path
+        return
+    with tempfile.TemporaryDirectory(prefix="swiftkit-merged-") as tmp:
+        with console.status(f"writing the merged model ({len(ref.adapters)} adapter(s))"):
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        del model  # the caller drops its reference too, so the full-precision weights can be freed
+        yield Path(tmp)
+
+
+def _quantize(cfg: QuantizeConfig, source: Path, output: Path, samples: list[list[int]], probe, dtype):
+    """Write the quantized checkpoint to `output`; return the in-memory quantized logits on `probe`."""
+    if cfg.method == "gptq":
+        from swiftkit.quant import gptq
+
+        return gptq.quantize(
+            source, output, cfg.bits, cfg.group_size, samples, probe, dtype, cfg.trust_remote_code
+        )
+    if cfg.method == "awq":
+        from swiftkit.quant import awq
+
+        return awq.quantize(
+            source, output, cfg.bits, cfg.group_size, samples, probe, dtype, cfg.trust_remote_code
+        )
+    from swiftkit.quant import bnb
+
+    return bnb.quantize(source, output, cfg.method, probe, dtype, cfg.double_quant, cfg.trust_remote_code)
+
+
+def _keep_failed(tmp: Path, output: Path, report: dict) -> Path:
+    """Move a failed checkpoint aside with its report (no manifest: not mistaken for an artifact)."""
+    failed = output.resolve().parent / f"{output.resolve().name}.failed"
+    (tmp / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
+    if failed.exists():
+        shutil.rmtree(failed)
+    os.replace(tmp, failed)
+    return failed
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in QUANT_LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
