@@ -133,6 +133,8 @@ def _text(value: Any, row: Row, column: str) -> str:
         if any(p.get("type", "text") != "text" for p in value):
             raise DataError(f"{row.where}: {column} has non-text content parts", "only text is supported")
         value = "".join(str(p.get("text", "")) for p in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # CSV/parquet readers type numeric answers ("42") as numbers
     if not isinstance(value, str):
         raise DataError(f"{row.where}: {column} must be text, got {type(value).__name__}")
     return value

@@ -12,6 +12,7 @@ from typing import Any
 
 from swiftkit.artifacts import ModelRef, artifact_writer, default_output, partial_dir, read_manifest
 from swiftkit.console import console
+from swiftkit.data.dataset import Kind, TrainingData, drop_overlength, load_training_data, resolve_template
 from swiftkit.errors import ArtifactError, SwiftkitError
 from swiftkit.train import launch
 from swiftkit.train.config import TrainConfig
@@ -25,7 +26,7 @@ def start(cfg: TrainConfig, stage: str) -> tuple[TrainConfig, bool]:
     Returns the resolved config and whether this process should train (False: the workers did).
     """
     if launch.in_worker():
-        return cfg, True
+        return cfg.model_copy(update={"nproc": launch.world_size()}), True
     cfg = cfg.model_copy(update={"output": str(Path(cfg.output or default_output(stage)).resolve())})
     final = Path(cfg.output)
     partial = partial_dir(final)
@@ -33,11 +34,13 @@ def start(cfg: TrainConfig, stage: str) -> tuple[TrainConfig, bool]:
         what = "already finished" if cfg.resume else "already exists"
         raise ArtifactError(f"output {what}: {final}", "pass --overwrite or choose another --output")
     if cfg.resume:
-        if last_checkpoint(partial) is None:
+        checkpoint = last_checkpoint(partial)
+        if checkpoint is None:
             raise SwiftkitError(
                 f"nothing to resume: no checkpoint under {partial / CHECKPOINTS}",
                 "--resume continues a run that saved checkpoints (--save-steps N) and was interrupted",
             )
+        console.print(f"resuming from {checkpoint}")
     elif partial.exists():
         # A stale partial dir from an interrupted run: a fresh run must not inherit its checkpoints.
         shutil.rmtree(partial)
@@ -93,13 +96,31 @@ def quiet_workers() -> None:
         console.quiet = True
 
 
+def prepare_data(cfg: TrainConfig, mref: ModelRef, kind: Kind) -> tuple[Any, TrainingData]:
+    """The tokenizer (with --template applied) and the data, normalised and length-checked.
+
+    Runs before the artifact folder exists, so bad data leaves nothing behind at --output.
+    """
+    from swiftkit.loading import load_tokenizer
+
+    data = load_training_data(cfg.data, kind, cfg.columns, cfg.seed)
+    tokenizer = load_tokenizer(mref, cfg.trust_remote_code)
+    template = resolve_template(cfg.template)
+    if template:
+        tokenizer.chat_template = template
+    if not tokenizer.chat_template:
+        raise SwiftkitError(
+            f"{mref.ref} has no chat template", "pass --template FILE (a Jinja chat template)"
+        )
+    return tokenizer, drop_overlength(data, tokenizer, cfg.max_length, kind)
+
+
 def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
-    """(model, tokenizer) to train on: the input's adapter chain merged in memory; 4-bit NF4 for qlora."""
-    from swiftkit.loading import load_model, load_tokenizer, torch_dtype
+    """The model to train: the input's adapter chain merged in memory; 4-bit NF4 for qlora."""
+    from swiftkit.loading import load_model, torch_dtype
 
     if cfg.method != "qlora":
-        model, tokenizer, _ = load_model(mref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-        return model, tokenizer
+        return load_model(mref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)[0]
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -111,7 +132,7 @@ def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
     source = mref.base_path
     if mref.adapters:
         # Merge the chain in full precision, then quantize that: merging into 4-bit weights degrades them.
-        merged, _, _ = load_model(mref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        merged = load_model(mref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)[0]
         merged.save_pretrained(scratch)
         source = scratch
     dtype = torch_dtype(cfg.dtype)
@@ -121,10 +142,9 @@ def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
         bnb_4bit_compute_dtype=dtype,
         bnb_4bit_use_double_quant=True,
     )
-    model = AutoModelForCausalLM.from_pretrained(
+    return AutoModelForCausalLM.from_pretrained(
         source, quantization_config=bnb, dtype=dtype, trust_remote_code=cfg.trust_remote_code
     )
-    return model, load_tokenizer(mref, cfg.trust_remote_code)
 
 
 def lora_config(cfg: TrainConfig):
@@ -175,6 +195,7 @@ def trainer_args(cfg: TrainConfig, tmp: Path, has_eval: bool) -> dict[str, Any]:
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
         save_only_model=False,
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from swiftkit.artifacts import Manifest, partial_dir, resolve_model_ref, write_manifest
 from swiftkit.console import summary
-from swiftkit.data.dataset import drop_overlength, load_training_data, resolve_template, split_eval
+from swiftkit.data.dataset import split_eval
 from swiftkit.errors import SwiftkitError
 from swiftkit.train import common, launch
 from swiftkit.train.config import DPOConfig
@@ -55,9 +55,9 @@ def run(cfg: DPOConfig) -> Path:
 
 def _train(cfg: DPOConfig) -> None:
     started = time.time()
-    # Data and model reference first: bad input fails in a second, before the heavy imports.
-    data = load_training_data(cfg.data, "preference", cfg.columns, cfg.seed)
     mref = resolve_model_ref(cfg.model)
+    # Data before the heavy imports and before the artifact folder: bad input fails fast, leaving nothing.
+    tokenizer, data = common.prepare_data(cfg, mref, "preference")
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
@@ -70,14 +70,10 @@ def _train(cfg: DPOConfig) -> None:
 
     with common.writer(cfg) as tmp:
         scratch = tmp / "scratch" / f"rank{launch.rank()}"
-        model, tokenizer = common.load_for_training(cfg, mref, scratch)
+        model = common.load_for_training(cfg, mref, scratch)
         # Full fine-tuning needs an explicit frozen reference: left to itself TRL would reload the
         # model's config path, i.e. the pre-SFT base.
-        ref_model = common.load_for_training(cfg, mref, scratch)[0] if cfg.method == "full" else None
-        template = resolve_template(cfg.template)
-        if template:
-            tokenizer.chat_template = template
-        data = drop_overlength(data, tokenizer, cfg.max_length, "preference")
+        ref_model = common.load_for_training(cfg, mref, scratch) if cfg.method == "full" else None
         train_rows, eval_rows = split_eval(data.rows, cfg.eval_split, cfg.seed)
         args = TRLDPOConfig(
             **common.trainer_args(cfg, tmp, bool(eval_rows)), beta=cfg.beta, loss_type=[cfg.loss_type]

@@ -10,10 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
-
-import yaml
 
 from swiftkit.config import StageConfig
 from swiftkit.errors import SwiftkitError
@@ -37,30 +33,34 @@ def is_main() -> bool:
 
 
 def relaunch(command: str, cfg: StageConfig) -> None:
-    """Run `swiftkit COMMAND --config <cfg>` in cfg.nproc torchrun workers; rank 0 writes the artifact."""
+    """Run `swiftkit COMMAND <cfg as flags>` in cfg.nproc torchrun workers; rank 0 writes the artifact."""
     nproc = getattr(cfg, "nproc", 1)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=f"swiftkit-{command}-", delete=False) as fh:
-        yaml.safe_dump(cfg.model_dump(mode="json"), fh)
-        config_file = fh.name
     argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "swiftkit",
-        command,
-        "--config",
-        config_file,
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        "-m", "swiftkit", command, *as_flags(cfg),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    try:
-        code = subprocess.call(argv, env=env)
-    finally:
-        Path(config_file).unlink(missing_ok=True)
+    code = subprocess.call(argv, env=env)
     if code != 0:
         raise SwiftkitError(
             f"{command} failed in one of its {nproc} worker processes (exit status {code})",
             "the workers' own error lines are above; rerun with --nproc 1 to debug",
         )
+
+
+def as_flags(cfg: StageConfig) -> list[str]:
+    """The resolved config as command-line flags (every field explicit, so workers agree exactly)."""
+    flags: list[str] = []
+    for name, value in cfg.model_dump(mode="json").items():
+        flag = "--" + name.replace("_", "-")
+        # torchrun would read --nproc as an abbreviation of its own --nproc-per-node; workers know WORLD_SIZE.
+        if value is None or name == "nproc":
+            continue
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, list):
+            for item in value:
+                flags += [flag, str(item)]
+        else:
+            flags += [flag, str(value)]
+    return flags

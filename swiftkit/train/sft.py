@@ -15,10 +15,7 @@ from typing import Any
 from swiftkit.artifacts import Manifest, partial_dir, resolve_model_ref, write_manifest
 from swiftkit.console import console, summary
 from swiftkit.data.dataset import (
-    drop_overlength,
     has_generation_markers,
-    load_training_data,
-    resolve_template,
     split_eval,
 )
 from swiftkit.train import common, launch
@@ -34,9 +31,9 @@ def run(cfg: SFTConfig) -> Path:
 
 def _train(cfg: SFTConfig) -> None:
     started = time.time()
-    # Data and model reference first: bad input fails in a second, before the heavy imports.
-    data = load_training_data(cfg.data, "sft", cfg.columns, cfg.seed)
     mref = resolve_model_ref(cfg.model)
+    # Data before the heavy imports and before the artifact folder: bad input fails fast, leaving nothing.
+    tokenizer, data = common.prepare_data(cfg, mref, "sft")
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
 
@@ -44,14 +41,10 @@ def _train(cfg: SFTConfig) -> None:
 
     common.quiet_workers()
     resume_from = common.last_checkpoint(partial_dir(cfg.output)) if cfg.resume else None
+    rows, loss_on = _loss_target(data.rows, cfg, tokenizer.chat_template)
 
     with common.writer(cfg) as tmp:
-        model, tokenizer = common.load_for_training(cfg, mref, tmp / "scratch" / f"rank{launch.rank()}")
-        template = resolve_template(cfg.template)
-        if template:
-            tokenizer.chat_template = template
-        data = drop_overlength(data, tokenizer, cfg.max_length, "sft")
-        rows, loss_on = _loss_target(data.rows, cfg, tokenizer.chat_template)
+        model = common.load_for_training(cfg, mref, tmp / "scratch" / f"rank{launch.rank()}")
         train_rows, eval_rows = split_eval(rows, cfg.eval_split, cfg.seed)
         args = TRLSFTConfig(
             **common.trainer_args(cfg, tmp, bool(eval_rows)),
