@@ -39,7 +39,7 @@ class TrainingData:
 
 
 def fingerprint(rows: list[dict[str, Any]]) -> str:
-    """sha256 over the normalised rows in order: equal data trains equally, whatever file format it came in."""
+    """sha256 over the normalised rows in order: equal data trains equally, whatever format it came in."""
     digest = hashlib.sha256()
     for row in rows:
         digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
@@ -98,7 +98,8 @@ def drop_overlength(data: TrainingData, tokenizer, max_length: int, kind: Kind) 
     if dropped:
         skipped["over_max_length"] = dropped
         console.print(
-            f"[yellow]warning:[/] skipped {dropped} of {len(data.rows)} rows longer than --max-length {max_length} tokens"
+            f"[yellow]warning:[/] skipped {dropped} of {len(data.rows)} rows longer than "
+            f"--max-length {max_length} tokens"
         )
     if not kept:
         raise DataError(

@@ -91,7 +91,8 @@ def to_conversation(row: Row) -> dict[str, Messages]:
     else:
         raise DataError(
             f"{row.where}: no SFT columns found (has: {', '.join(v) or 'nothing'})",
-            "expected messages, conversations, instruction/output or prompt/completion; map yours with --columns ours=theirs",
+            "expected messages, conversations, instruction/output or prompt/completion; "
+            "map yours with --columns ours=theirs",
         )
     _check_conversation(messages, row)
     return {"messages": messages}
@@ -102,8 +103,10 @@ def to_preference(row: Row) -> dict[str, Messages]:
     v = row.values
     if "chosen" not in v or "rejected" not in v:
         raise DataError(
-            f"{row.where}: preference data needs chosen and rejected columns (has: {', '.join(v) or 'nothing'})",
-            "expected prompt/chosen/rejected or hh-rlhf chosen/rejected transcripts; map yours with --columns ours=theirs",
+            f"{row.where}: preference data needs chosen and rejected columns "
+            f"(has: {', '.join(v) or 'nothing'})",
+            "expected prompt/chosen/rejected or hh-rlhf chosen/rejected transcripts; "
+            "map yours with --columns ours=theirs",
         )
     if "prompt" in v:
         prompt = _as_turns(v["prompt"], "user", row, "prompt")
@@ -229,7 +232,7 @@ def _hh_turns(text: str, row: Row, column: str) -> Messages:
     roles = {"Human": "user", "Assistant": "assistant"}
     return [
         {"role": roles[speaker], "content": content.strip()}
-        for speaker, content in zip(parts[1::2], parts[2::2])
+        for speaker, content in zip(parts[1::2], parts[2::2], strict=False)
     ]
 
 

@@ -160,8 +160,9 @@ def _read_hub(source: Source) -> list[Row]:
 
             dataset = load_dataset(source.location, split=source.split)
     except Exception as exc:  # offline, unknown id, missing split: all surface as one line
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(
-            f"cannot load dataset {source.location!r} (split {source.split}) from {source.hub}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"cannot load dataset {source.location!r} (split {source.split}) from {source.hub}: {reason}",
             "check the id and network, or download it and pass a local file",
         ) from None
     return [Row(dict(values), f"{label} row {i}") for i, values in enumerate(dataset, start=1)]

@@ -210,7 +210,7 @@ def _distributed_args(cfg: TrainConfig) -> dict[str, Any]:
             "fsdp_config": {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "use_orig_params": True},
         }
     if cfg.distributed == "deepspeed":
-        # ZeRO-3 shards parameters, gradients and optimizer state; "auto" lets transformers fill sizes from the args.
+        # ZeRO-3 shards parameters, gradients and optimizer state; "auto" sizes come from the args.
         return {
             "deepspeed": {
                 "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},

@@ -22,11 +22,13 @@ class ModelStageConfig(StageConfig):
 class TrainConfig(ModelStageConfig):
     """Fields shared by sft and dpo."""
 
-    data: list[str] = Field(..., description="Data sources: file (jsonl/json/csv/parquet) or dataset id, optionally SOURCE#N for N rows.")
-    columns: list[str] = Field(default_factory=list, description="Column mapping OURS=THEIRS, e.g. prompt=question.")
-    template: str | None = Field(None, description="Chat template (file or string) overriding the model's own.")
-    max_length: int = Field(1024, description="Max tokens per example; longer rows are skipped with a warning.")
-    method: Literal["lora", "qlora", "full"] = Field("lora", description="lora, qlora (4-bit NF4 base) or full fine-tuning.")
+    data: list[str] = Field(
+        ..., description="Data: .jsonl/.json/.csv/.parquet file or dataset id (hf:/ms:); SRC#N takes N rows."
+    )
+    columns: list[str] = Field(default_factory=list, description="Column map OURS=THEIRS (prompt=question).")
+    template: str | None = Field(None, description="Chat template (file or Jinja text) to use instead.")
+    max_length: int = Field(1024, description="Max tokens per example; longer rows are skipped (counted).")
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="lora, qlora (4-bit NF4) or full.")
     lr: float = Field(2e-4, description="Peak learning rate.")
     epochs: float = Field(1.0, description="Training epochs (ignored when --max-steps > 0).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use --epochs).")
@@ -36,15 +38,19 @@ class TrainConfig(ModelStageConfig):
     lora_r: int = Field(16, description="LoRA rank.")
     lora_alpha: int = Field(32, description="LoRA alpha.")
     lora_dropout: float = Field(0.0, description="LoRA dropout.")
-    lora_targets: list[str] = Field(default_factory=lambda: ["all-linear"], description="LoRA target modules (all-linear, or names).")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["all-linear"], description="LoRA target modules (all-linear, or names)."
+    )
     eval_split: float = Field(0.05, description="Fraction of rows held out for evaluation (0 disables).")
     eval_steps: int = Field(0, description="Evaluate every N steps (0: at the end only).")
     save_steps: int = Field(0, description="Checkpoint every N steps (0: no intermediate checkpoints).")
     logging_steps: int = Field(5, description="Log every N steps.")
     report_to: list[str] = Field(default_factory=list, description="Also report to: tensorboard, wandb, ...")
-    resume: bool = Field(False, description="Resume from the last checkpoint of an interrupted run at --output.")
-    nproc: int = Field(1, description="Processes to launch through torchrun (multi-GPU / multi-process CPU).")
-    distributed: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description="Multi-process strategy (fsdp/deepspeed for full fine-tuning).")
+    resume: bool = Field(False, description="Continue an interrupted run at --output from its checkpoint.")
+    nproc: int = Field(1, description="Processes to launch through torchrun (GPUs, or CPU processes).")
+    distributed: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp", description="Multi-process strategy (fsdp / deepspeed ZeRO-3: full fine-tuning only)."
+    )
 
 
 class SFTConfig(TrainConfig):
@@ -59,5 +65,5 @@ class DPOConfig(TrainConfig):
 
 
 class MergeConfig(ModelStageConfig):
-    dequantize: bool = Field(False, description="Allow merging into a quantized base by dequantizing it first.")
+    dequantize: bool = Field(False, description="Allow merging into a quantized base by dequantizing it.")
     tolerance: float = Field(1e-3, description="Max allowed |merged - (base+adapter)| logit difference.")

@@ -139,7 +139,8 @@ def _train(cfg: DPOConfig) -> None:
         rows.append(
             (
                 "reward margin / accuracy",
-                f"{metrics['eval_rewards/margins_after']:.3f} / {metrics['eval_rewards/accuracies_after']:.3f}",
+                f"{metrics['eval_rewards/margins_after']:.3f} / "
+                f"{metrics['eval_rewards/accuracies_after']:.3f}",
             )
         )
     summary(

@@ -54,7 +54,8 @@ def run(cfg: MergeConfig) -> Path:
     quantization = base_quantization(mref)
     if quantization and not cfg.dequantize:
         raise SwiftkitError(
-            f"refusing to merge into quantized weights ({quantization}) of {mref.base_path}: the merged model would silently degrade",
+            f"refusing to merge into quantized weights ({quantization}) of {mref.base_path}: "
+            "the merged model would silently degrade",
             "merge into the full-precision base instead, or pass --dequantize to dequantize the base first",
         )
     dtype = base_dtype(mref.base_path) if cfg.dtype == "auto" else torch_dtype(cfg.dtype)
@@ -86,7 +87,8 @@ def run(cfg: MergeConfig) -> Path:
         max_diff = float((got - expected).abs()[keep].max())
         if max_diff > cfg.tolerance:
             raise SwiftkitError(
-                f"merged model differs from base+adapter: max logit difference {max_diff:.3g} > --tolerance {cfg.tolerance}",
+                f"merged model differs from base+adapter: max logit difference {max_diff:.3g} "
+                f"> --tolerance {cfg.tolerance}",
                 "for bfloat16/float16 bases a larger --tolerance is expected; otherwise report this",
             )
         manifest = Manifest(

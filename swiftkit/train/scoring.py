@@ -20,10 +20,11 @@ def completion_logps(
     import torch
 
     sequences = []
-    for prompt, completion in zip(prompts, completions):
+    for prompt, completion in zip(prompts, completions, strict=True):
         head = _ids(tokenizer, prompt, add_generation_prompt=True)
         full = _ids(tokenizer, prompt + completion)
-        start = next((i for i, (a, b) in enumerate(zip(head, full)) if a != b), min(len(head), len(full)))
+        pairs = enumerate(zip(head, full, strict=False))
+        start = next((i for i, (a, b) in pairs if a != b), min(len(head), len(full)))
         sequences.append((full, start))
     device = next(model.parameters()).device
     scores: list[float] = []
@@ -45,11 +46,11 @@ def completion_logps(
 
 
 def preference_scores(model, tokenizer, rows: list[dict[str, Messages]]) -> dict[str, float]:
-    """The model's own preference on held-out pairs: accuracy of logp(chosen) > logp(rejected) and mean margin."""
+    """The model's own preference on held-out pairs: share with logp(chosen) > logp(rejected), mean margin."""
     prompts = [r["prompt"] for r in rows]
     chosen = completion_logps(model, tokenizer, prompts, [r["chosen"] for r in rows])
     rejected = completion_logps(model, tokenizer, prompts, [r["rejected"] for r in rows])
-    margins = [c - r for c, r in zip(chosen, rejected)]
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
     return {
         "accuracy": sum(m > 0 for m in margins) / len(margins),
         "margin": sum(margins) / len(margins),

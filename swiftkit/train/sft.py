@@ -111,7 +111,7 @@ def _recording_trainer(**kwargs):
         def training_step(self, model, inputs, *args, **kw):
             mask = inputs.get("attention_mask")
             for i, ids in enumerate(inputs["input_ids"].tolist()):
-                tokens = ids if mask is None else [t for t, m in zip(ids, mask[i].tolist()) if m]
+                tokens = ids if mask is None else [t for t, m in zip(ids, mask[i].tolist(), strict=True) if m]
                 self.seen.append(hashlib.sha256(str(tokens).encode()).hexdigest()[:12])
             return super().training_step(model, inputs, *args, **kw)
 
@@ -131,7 +131,8 @@ def _loss_target(
     # TRL's assistant mask needs {% generation %} blocks; most hub templates lack them. Prompt/completion
     # rows give the same masking for the final reply without touching the template.
     console.print(
-        "[yellow]warning:[/] the chat template has no {% generation %} markers: loss only on each row's last assistant reply"
+        "[yellow]warning:[/] the chat template has no {% generation %} markers: "
+        "loss only on each row's last assistant reply"
     )
     return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows], "completion"
 

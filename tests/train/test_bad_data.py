@@ -1,4 +1,4 @@
-"""Bad --data through the real CLI: one clear line naming file, row and problem; nothing complete at --output."""
+"""Bad --data through the CLI: one line naming file, row and problem; nothing complete at --output."""
 
 from __future__ import annotations
 
