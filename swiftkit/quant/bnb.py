@@ -5,6 +5,7 @@ No calibration: bitsandbytes rounds each block of weights on its own.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 
@@ -14,10 +15,10 @@ def quantize(
     method: str,
     probe,
     dtype,
-    double_quant: bool = True,
+    double_quant: bool = False,
     trust_remote_code: bool = False,
 ):
-    """Quantize on load, take the in-memory logits on `probe`, then save (which may alter the weights)."""
+    """Quantize on load and save; return the in-memory quantized model's logits on `probe`."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from swiftkit.quant.verify import logits
@@ -35,7 +36,8 @@ def quantize(
         source, quantization_config=config, dtype=dtype, device_map="cpu", trust_remote_code=trust_remote_code
     )
     model.eval()
-    # Before saving: on CPU, bitsandbytes 0.50's 4-bit serialization rewrites the in-memory weights too.
-    reference = logits(model, probe)
+    # On a copy: with bitsandbytes 0.50 on CPU, a forward pass before `save_pretrained` changes what
+    # the 4-bit serialization writes (the reloaded model then differs). The saved model never ran.
+    reference = logits(copy.deepcopy(model), probe)
     model.save_pretrained(output)
     return reference

@@ -150,4 +150,8 @@ def build_text_set(
 
 
 def _token_stream(rows: list[str], tokenizer) -> list[int]:
-    return tokenizer("\n\n".join(rows), add_special_tokens=False)["input_ids"]
+    """Rows tokenized one by one (a blank line between them) and concatenated into one stream."""
+    ids: list[int] = []
+    for batch in tokenizer([f"{row}\n\n" for row in rows], add_special_tokens=False)["input_ids"]:
+        ids += batch
+    return ids

@@ -7,6 +7,7 @@ conversion (and the one whose `qzeros` every kernel agrees on).
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 
@@ -32,8 +33,12 @@ def quantize_gptqmodel(
     """
     gptqmodel_env()
     from gptqmodel import BACKEND, GPTQModel
+    from logbar import LogBar
 
     from swiftkit.quant.verify import logits
+
+    # Keep GPTQModel's per-layer progress bars, drop its INFO tables (config dumps, timing summaries).
+    LogBar.shared().setLevel(logging.WARNING)
 
     model = GPTQModel.load(
         str(source), quant_config, device="cpu", dtype=dtype, trust_remote_code=trust_remote_code
