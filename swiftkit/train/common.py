@@ -142,9 +142,16 @@ def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
         bnb_4bit_compute_dtype=dtype,
         bnb_4bit_use_double_quant=True,
     )
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         source, quantization_config=bnb, dtype=dtype, trust_remote_code=cfg.trust_remote_code
     )
+    # bitsandbytes repacks 4-bit weights for its CPU inference kernel on the first no-grad eval-mode
+    # forward (our eval-before-training); that kernel's in-place bias add then breaks backward
+    # ("a view of a leaf Variable ... in-place"). Keep the training layout.
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def lora_config(cfg: TrainConfig):
