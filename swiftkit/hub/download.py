@@ -32,35 +32,13 @@ from swiftkit.hub.errors import FALLBACK_HINT, HubUnreachable, translate
 
 # What a model needs to load, train and serve; duplicate weight formats and training state are skipped.
 DEFAULT_INCLUDE = [
-    "*.safetensors",
-    "*.json",
-    "*.jinja",
-    "*.model",
-    "*.tiktoken",
-    "*.txt",
-    "*.py",
-    "README*",
-    "LICENSE*",
-    "NOTICE*",
-    "USE_POLICY*",
+    "*.safetensors", "*.json", "*.jinja", "*.model", "*.tiktoken", "*.txt", "*.py",
+    "README*", "LICENSE*", "NOTICE*", "USE_POLICY*",
 ]
+# No ".*" for hidden files: modelscope reads ".*" in a pattern as a regex and would skip everything.
 DEFAULT_EXCLUDE = [
-    "*.bin",
-    "*.pth",
-    "*.pt",
-    "*.ckpt",
-    "*.gguf",
-    "*.h5",
-    "*.msgpack",
-    "*.onnx",
-    "*.ot",
-    "optimizer*",
-    "original/*",
-    "onnx/*",
-    "openvino/*",
-    "gguf/*",
-    "runs/*",
-    ".*",
+    "*.bin", "*.pth", "*.pt", "*.ckpt", "*.gguf", "*.h5", "*.msgpack", "*.onnx", "*.ot", "optimizer*",
+    "original/*", "onnx/*", "openvino/*", "gguf/*", "runs/*",
 ]
 # Repos that only publish PyTorch pickles: take those (and only the weights) instead.
 BIN_FALLBACK = "pytorch_model*.bin"
@@ -133,7 +111,7 @@ def _download_artifact(
             manifest = Manifest(
                 kind="model",
                 stage="download",
-                parents=[f"{repo_id}@{commit}"],
+                parents=[f"{repo_id}@{commit or revision or default_revision(hub)}"],
                 config=cfg.model_dump(exclude={"token"}),
                 source={
                     "hub": hub,
@@ -156,7 +134,7 @@ def _download_artifact(
         f"downloaded {repo_id}",
         [
             ("hub", f"{hub} ({endpoint})"),
-            ("commit", commit),
+            ("commit", commit or "-"),
             ("files", len(files)),
             ("size", f"{total / 1e6:.1f} MB"),
             ("verified", _checked_text(checked)),
@@ -271,7 +249,8 @@ def _download_modelscope(cfg: DownloadConfig, repo_id: str, revision: str | None
     for var in ("MODELSCOPE_API_TIMEOUT", "MODELSCOPE_API_CONNECT_TIMEOUT", "MODELSCOPE_DOWNLOAD_TIMEOUT"):
         os.environ.setdefault(var, str(max(int(cfg.timeout), 1)))
     from huggingface_hub.utils import filter_repo_objects
-    from modelscope import snapshot_download
+
+    # modelscope.snapshot_download delegates to modelscope_hub; calling that directly skips the torch import.
     from modelscope_hub import HubApi
 
     api = HubApi(endpoint=cfg.endpoint, token=cfg.token)
@@ -294,15 +273,9 @@ def _download_modelscope(cfg: DownloadConfig, repo_id: str, revision: str | None
         console.print(
             f"downloading {len(selected)} of {len(remote)} files of {what} from {endpoint}", highlight=False
         )
-        snapshot_download(
-            repo_id,
-            revision=revision,
-            local_dir=str(dest),
-            allow_patterns=allow,
-            ignore_patterns=ignore,
+        api.download_repo(
+            repo_id, "model", revision=revision, local_dir=dest, allow_patterns=allow, ignore_patterns=ignore,
             max_workers=cfg.max_workers,
-            token=cfg.token,
-            endpoint=endpoint,
         )
     except SwiftkitError:
         raise
@@ -310,7 +283,8 @@ def _download_modelscope(cfg: DownloadConfig, repo_id: str, revision: str | None
         if (mapped := translate(exc, what=what, endpoint=endpoint, timeout=cfg.timeout)) is not None:
             raise mapped from None
         raise
-    return revision, endpoint, {name: remote[name] for name in selected}
+    # ModelScope's listing API names no commit for a branch: the manifest records the revision only.
+    return None, endpoint, {name: remote[name] for name in selected}
 
 
 # --- verification -----------------------------------------------------------------------------

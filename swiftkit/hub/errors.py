@@ -6,7 +6,7 @@ from swiftkit.errors import SwiftkitError
 
 NETWORK_HINT = (
     "check the network, or try a mirror (--endpoint / HF_ENDPOINT, e.g. https://hf-mirror.com), "
-    "--hub modelscope, a longer --timeout, or pass a local model directory instead"
+    "the other hub (--hub modelscope / --hub hf), a longer --timeout, or a local model directory"
 )
 FALLBACK_HINT = (
     "check the network or proxy, set a mirror (HF_ENDPOINT / MODELSCOPE_ENDPOINT), "
@@ -80,6 +80,12 @@ def translate(exc: BaseException, *, what: str, endpoint: str, timeout: float) -
     # ModelScope's client raises its own classes (modelscope_hub.errors): matched by name, not imported.
     if "AuthenticationError" in names or "PermissionDeniedError" in names:
         return SwiftkitError(f"access to {what} denied by {endpoint}", TOKEN_HINT)
+    if "FileDownloadError" in names:
+        detail = " ".join(str(exc).split())
+        if "Hash mismatch" in detail or "Size mismatch" in detail:
+            return SwiftkitError(f"download verification failed for {what}: {detail}",
+                                 "re-run the same command to fetch the bad files again (good ones are kept)")
+        return HubUnreachable(f"download of {what} from {endpoint} failed: {detail}", NETWORK_HINT)
     if "NotExistError" in names:
         return SwiftkitError(
             f"repository not found on {endpoint}: {what}", "check the id (org/name) and --hub"

@@ -122,7 +122,10 @@ def model_card(artifact: Path, manifest: Manifest, repo_id: str) -> str:
         lines += [f"Base model: [{base}](https://huggingface.co/{base})", ""]
     lines += ["## Lineage", "", "| # | stage | artifact | metrics |", "|---|---|---|---|"]
     for depth, (where, m) in enumerate(lineage(artifact)):
-        name = f"{m.source['id']}@{m.source.get('commit', '')[:12]}" if m and m.source else where.name
+        if m and m.source:
+            name = f"{m.source['id']}@{(m.source.get('commit') or m.source.get('revision') or '')[:12]}"
+        else:
+            name = where.name
         metrics = ", ".join(
             f"{k}={_fmt(v)}" for k, v in (m.metrics if m else {}).items() if isinstance(v, (int, float))
         )

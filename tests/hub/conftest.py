@@ -74,6 +74,9 @@ def hub_env(tmp_path: Path, hub: FakeHub) -> dict[str, str]:
         "SWIFTKIT_HOME": str(tmp_path / "swiftkit-home"),
         "MODELSCOPE_ENDPOINT": "http://127.0.0.1:9",
         "MODELSCOPE_CACHE": str(tmp_path / "ms-cache"),
-        "MODELSCOPE_REPO_TREE_PAGE_MAX_ATTEMPTS": "1",  # no backoff on the unreachable ModelScope
+        # Fewer of modelscope's retries and backoffs, to keep the tests short.
+        "MODELSCOPE_REPO_TREE_PAGE_MAX_ATTEMPTS": "1",
+        "MODELSCOPE_DOWNLOAD_MAX_RETRIES": "1",
+        "MODELSCOPE_API_MAX_RETRIES": "1",
         "COLUMNS": "300",  # keep each message on one physical line for the assertions
     }

@@ -15,7 +15,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 # Which files the real hub stores through Git LFS (its default .gitattributes patterns).
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx", ".model")
@@ -80,11 +80,12 @@ class FakeHub:
         self._server.server_close()
 
     def gets(self, name: str) -> list[str | None]:
-        """Range headers of the GETs of one file (None = whole file)."""
+        """Range headers of the GETs of one file (None = whole file), over both hubs' file routes."""
         return [
             rng
             for method, path, rng in self.requests
-            if method == "GET" and path.endswith(f"/{name}") and "/resolve/" in path
+            if method == "GET"
+            and (("/resolve/" in path and path.endswith(f"/{name}")) or path.endswith(f"FilePath={name}"))
         ]
 
 
@@ -106,7 +107,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _route(self, method: str) -> None:
             path = unquote(urlsplit(self.path).path)
-            hub.requests.append((method, path, self.headers.get("Range")))
+            hub.requests.append((method, unquote(self.path), self.headers.get("Range")))
             # Read the body first: an unread body would be parsed as the next request on this connection.
             self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if hub.faults.hang:
@@ -121,6 +122,12 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return self._preupload(m[1])
             if method == "POST" and (m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/([^/]+)", path)):
                 return self._commit(m[1])
+            if m := re.fullmatch(r"/api/v1/models/([^/]+/[^/]+)/repo/files", path):
+                return self._ms_files(m[1])
+            if m := re.fullmatch(r"/api/v1/models/([^/]+/[^/]+)/repo", path):
+                return self._ms_file(
+                    method, m[1], parse_qs(urlsplit(self.path).query).get("FilePath", [""])[0]
+                )
             if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
                 return self._model_info(m[1], m[2] or "main")
             if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/.*)?", path):
@@ -199,6 +206,38 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 }
             )
 
+        # --- ModelScope's API ---------------------------------------------------------------
+        def _ms_files(self, repo_id: str) -> None:
+            repo = hub.repos.get(repo_id)
+            if repo is None:
+                return self._ms_error(404, f"model {repo_id} not exists")
+            files = [
+                {
+                    "Path": n,
+                    "Name": n.rsplit("/", 1)[-1],
+                    "Type": "blob",
+                    "Size": len(d),
+                    "Sha256": hashlib.sha256(d).hexdigest(),
+                    "Revision": repo.commit,
+                }
+                for n, d in sorted(repo.files.items())
+            ]
+            self._json({"Code": 200, "Success": True, "Data": {"Files": files}})
+
+        def _ms_file(self, method: str, repo_id: str, name: str) -> None:
+            repo = hub.repos.get(repo_id)
+            if repo is None or name not in repo.files:
+                return self._ms_error(404, f"file {name} not exists in {repo_id}")
+            self._send_file(method, name, repo.files[name], {"Content-Type": "application/octet-stream"})
+
+        def _ms_error(self, status: int, message: str) -> None:
+            body = json.dumps({"Code": status, "Success": False, "Message": message}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def _tree(self, repo_id: str, revision: str) -> None:
             if (repo := self._repo(repo_id, revision)) is None:
                 return
@@ -214,21 +253,26 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if name not in repo.files:
                 self._error(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": repo.commit})
                 return
-            data = repo.files[name]
+            meta = repo.meta(name)
+            headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{meta["oid"]}"'}
+            if "lfs" in meta:
+                headers.update(
+                    {"X-Linked-Etag": f'"{meta["lfs"]["oid"]}"', "X-Linked-Size": str(meta["size"])}
+                )
+            self._send_file(method, name, repo.files[name], headers)
+
+        def _send_file(self, method: str, name: str, data: bytes, headers: dict[str, str]) -> None:
+            """A file body with Range support and the injected faults (corruption, a cut connection)."""
             if name in hub.faults.corrupt:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
-            meta = repo.meta(name)
             start = 0
             if (rng := self.headers.get("Range")) and (m := re.fullmatch(r"bytes=(\d+)-", rng)):
                 start = int(m[1])
             self.send_response(206 if start else 200)
             self.send_header("Content-Length", str(len(data) - start))
             self.send_header("Accept-Ranges", "bytes")
-            self.send_header("X-Repo-Commit", repo.commit)
-            self.send_header("ETag", f'"{meta["oid"]}"')
-            if "lfs" in meta:
-                self.send_header("X-Linked-Etag", f'"{meta["lfs"]["oid"]}"')
-                self.send_header("X-Linked-Size", str(meta["size"]))
+            for key, value in headers.items():
+                self.send_header(key, value)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.end_headers()
