@@ -120,7 +120,9 @@ def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
     from swiftkit.loading import load_model, torch_dtype
 
     if cfg.method != "qlora":
-        return load_model(mref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)[0]
+        model = load_model(mref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)[0]
+        # PEFT leaves the base frozen after merge_and_unload; full fine-tuning must train every weight.
+        return model.requires_grad_(cfg.method == "full") if mref.adapters else model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if importlib.util.find_spec("bitsandbytes") is None:
