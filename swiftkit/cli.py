@@ -133,8 +133,10 @@ def _register() -> None:
     stage_command("download", DownloadConfig, "swiftkit.hub.download:run", "Download a model from the Hugging Face hub or ModelScope, verified, as an artifact.")
     stage_command("push", PushConfig, "swiftkit.hub.push:run", "Publish an artifact (with a generated model card) to the Hugging Face hub or ModelScope.")
     stage_command("models", ModelsConfig, "swiftkit.hub.cache:run", "List the models cached locally (hub ids used as --model), with sizes.")
+    from swiftkit.serve.config import ServeConfig
+
+    stage_command("serve", ServeConfig, "swiftkit.serve.server:run", "OpenAI-compatible HTTP server with a continuous-batching engine.")
     for name, issue, help in (
-        ("serve", "serve issue", "OpenAI-compatible HTTP server with continuous batching."),
         ("infer", "serve issue", "Batch inference over a prompts file."),
         ("chat", "serve issue", "Interactive terminal chat."),
         ("bench", "serve issue", "Benchmarks."),

@@ -1,0 +1,545 @@
+"""The FastAPI app: OpenAI routes over the engine. Handlers validate, call generation.py, shape JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from swiftkit import __version__
+from swiftkit.serve import auth
+from swiftkit.serve.constrained import GrammarFactory, tool_schema
+from swiftkit.serve.engine.request import TokenLogprob
+from swiftkit.serve.errors import ModelNotFound, error_body, install_handlers
+from swiftkit.serve.errors import BadRequest as BadRequestError
+from swiftkit.serve.generation import (
+    Choice,
+    ChoiceRun,
+    chat_messages,
+    check_prompt,
+    sampling_params,
+    until_disconnect,
+)
+from swiftkit.serve.metrics import Metrics
+from swiftkit.serve.model import ServedModel
+from swiftkit.serve.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceLogprobs,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    Delta,
+    DeltaToolCall,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelCard,
+    ModelList,
+    NamedToolChoice,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenLogprobEntry,
+    TopLogprob,
+    Usage,
+    new_id,
+)
+from swiftkit.serve.tools import OutputParser, calls_from_constrained
+
+
+@dataclass
+class ServerState:
+    served: ServedModel
+    engine: Any
+    metrics: Metrics
+    grammar: GrammarFactory
+    tool_format: str
+    api_key: str | None = None
+    embedder: Any = None  # callable(list[list[int]]) -> list[list[float]], run on the engine thread
+    draining: bool = False
+    inflight: int = 0
+    _token_text: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.served.model.get_output_embeddings().weight.shape[0])
+
+    def adapter_for(self, model: str) -> str | None:
+        """The adapter a request's `model` selects (None: the base); 404 for names not served."""
+        if model in (self.served.name, self.served.ref.ref):
+            return None
+        if model in self.served.adapters:
+            return model
+        raise ModelNotFound(f"the model `{model}` does not exist; served: {', '.join(self.model_names())}",
+                            param="model", code="model_not_found")
+
+    def model_names(self) -> list[str]:
+        return [self.served.name, *self.served.adapters]
+
+    def token_text(self, token_id: int) -> str:
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self._token_text[token_id] = self.served.tokenizer.decode([token_id])
+        return text
+
+
+# ------------------------------------------------------------------------------ middleware
+class Gate:
+    """Pure ASGI middleware (no buffering of streams): API key, draining (503), request metrics."""
+
+    def __init__(self, app, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        state = self.state
+        if state.draining and path not in ("/health", "/metrics"):
+            return await _send_json(send, 503, error_body("the server is shutting down", "service_unavailable"))
+        if state.api_key and auth.needs_key(path):
+            headers = dict(scope.get("headers") or [])
+            value = headers.get(b"authorization", b"").decode("latin-1") or None
+            if not auth.key_ok(state.api_key, value):
+                return await _send_json(send, 401, error_body("invalid or missing API key", "authentication_error",
+                                                              code="invalid_api_key"))
+        status = {"code": 500}
+        started = time.perf_counter()
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        state.inflight += 1
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            state.inflight -= 1
+            if path.startswith("/v1/"):
+                state.metrics.requests.labels(path, str(status["code"])).inc()
+                state.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def sse(obj) -> str:
+    payload = obj if isinstance(obj, str) else obj.model_dump_json(exclude_none=True)
+    return f"data: {payload}\n\n"
+
+
+def streaming(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+# ------------------------------------------------------------------------------ app
+def create_app(state: ServerState) -> FastAPI:
+    app = FastAPI(title="swiftkit serve", version=__version__,
+                  description="OpenAI-compatible API over swiftkit's continuous-batching engine.")
+    app.state.swiftkit = state
+    install_handlers(app)
+    app.add_middleware(Gate, state=state)
+    served = state.served
+
+    @app.get("/health")
+    async def health() -> Response:
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/version")
+    async def version() -> dict:
+        return {"version": __version__}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        state.metrics.queue_depth.set(state.engine.queue_depth())
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        cards = [ModelCard(id=served.name, root=str(served.ref.path), max_model_len=served.max_model_len)]
+        cards += [ModelCard(id=name, root=str(path), parent=served.name, max_model_len=served.max_model_len)
+                  for name, path in served.adapters.items()]
+        return ModelList(data=cards)
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard)
+    async def model_card(model_id: str) -> ModelCard:
+        state.adapter_for(model_id)
+        return ModelCard(id=model_id, max_model_len=served.max_model_len)
+
+    @app.post("/tokenize", response_model=TokenizeResponse)
+    async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
+        if body.model:
+            state.adapter_for(body.model)
+        if body.messages is not None:
+            text = served.render_chat(chat_messages(ChatCompletionRequest(model="x", messages=body.messages)),
+                                      add_generation_prompt=body.add_generation_prompt)
+            ids = served.encode(text, add_special_tokens=False)
+        else:
+            ids = served.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
+        return TokenizeResponse(count=len(ids), max_model_len=served.max_model_len, tokens=ids)
+
+    @app.post("/detokenize", response_model=DetokenizeResponse)
+    async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
+        if body.model:
+            state.adapter_for(body.model)
+        if any(not 0 <= t < state.vocab_size for t in body.tokens):
+            raise BadRequestError(f"token ids must be in [0, {state.vocab_size})", param="tokens")
+        return DetokenizeResponse(prompt=served.tokenizer.decode(body.tokens))
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        return await chat_handler(state, body, request)
+
+    @app.post("/v1/completions", response_model=CompletionResponse)
+    async def completions(body: CompletionRequest, request: Request):
+        return await completion_handler(state, body, request)
+
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse)
+    async def embeddings(body: EmbeddingRequest) -> EmbeddingResponse:
+        return await embedding_handler(state, body)
+
+    from swiftkit.serve.responses import install_responses
+
+    install_responses(app, state)
+    return app
+
+
+# ------------------------------------------------------------------------------ chat
+@dataclass
+class ChatPlan:
+    run: ChoiceRun
+    prompt_ids: list[int]
+    tools_format: str | None
+    forced_tool: str | None  # "" for tool_choice=required, the name for a named choice, None otherwise
+    logprobs: bool
+
+
+def plan_chat(state: ServerState, body: ChatCompletionRequest, default_max: int | None = None) -> ChatPlan:
+    served = state.served
+    adapter = state.adapter_for(body.model)
+    tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+    choice = body.tool_choice or ("auto" if tools else "none")
+    named = choice.function["name"] if isinstance(choice, NamedToolChoice) else None
+    prompt = served.render_chat(chat_messages(body), tools=tools if choice != "none" else None,
+                                add_generation_prompt=body.add_generation_prompt, extra=body.chat_template_kwargs)
+    prompt_ids = served.encode(prompt, add_special_tokens=False)
+    check_prompt(prompt_ids, served.max_model_len, "messages")
+    constraint = None
+    forced = None
+    if choice == "required" or named:
+        constraint, forced = ("json_schema", tool_schema(tools, named)), named or ""
+    elif body.response_format and body.response_format.type == "json_object":
+        constraint = ("json_object", None)
+    elif body.response_format and body.response_format.type == "json_schema":
+        spec = body.response_format.json_schema
+        if spec is None or spec.schema_ is None:
+            raise BadRequestError("response_format json_schema needs json_schema.schema", param="response_format")
+        constraint = ("json_schema", spec.schema_)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    params = [sampling_params(body, len(prompt_ids), served.max_model_len, max_tokens, state.vocab_size,
+                              logprobs=top, constraint=constraint, default_max=default_max)
+              for _ in range(body.n)]
+    _spread_seeds(params)
+    matchers = [state.grammar.matcher(constraint) if constraint else None for _ in params]
+    tools_format = state.tool_format if tools and choice == "auto" and state.tool_format != "none" else None
+    run = ChoiceRun(state.engine, prompt_ids, params, adapter, matchers)
+    return ChatPlan(run, prompt_ids, tools_format, forced, body.logprobs)
+
+
+def _spread_seeds(params) -> None:
+    """n choices from one seed must differ from each other yet be reproducible: seed, seed+1, ..."""
+    for i, p in enumerate(params):
+        if p.seed is not None:
+            p.seed += i
+
+
+def chat_logprobs(state: ServerState, entries: list[TokenLogprob]) -> ChoiceLogprobs:
+    def top(tid: int, lp: float) -> TopLogprob:
+        text = state.token_text(tid)
+        return TopLogprob(token=text, logprob=lp, bytes=list(text.encode()))
+
+    return ChoiceLogprobs(content=[
+        TokenLogprobEntry(**top(e.token_id, e.logprob).model_dump(), top_logprobs=[top(t, v) for t, v in e.top])
+        for e in entries
+    ])
+
+
+def finish_choice(plan: ChatPlan, c: Choice) -> tuple[str | None, str | None, list, str | None]:
+    """(content, reasoning, tool calls, finish reason) of a finished choice."""
+    if plan.forced_tool is not None:
+        try:
+            calls = calls_from_constrained(c.text, plan.forced_tool or None)
+        except (ValueError, KeyError, TypeError):  # cut off by max_tokens before the JSON closed
+            return c.text, None, [], c.finish_reason
+        return None, None, calls, "tool_calls"
+    parser = OutputParser(plan.tools_format)
+    first = parser.feed(c.text)
+    last, calls = parser.finish()
+    content = first.content + last.content
+    reasoning = first.reasoning + last.reasoning
+    reason = "tool_calls" if calls else c.finish_reason
+    return (content if content or not calls else None), (reasoning or None), calls, reason
+
+
+async def chat_handler(state: ServerState, body: ChatCompletionRequest, request: Request):
+    plan = plan_chat(state, body)
+    model = body.model
+    if body.stream:
+        return streaming(chat_stream(state, plan, model, body))
+    try:
+        choices = await until_disconnect(request, plan.run.run_to_end())
+    finally:
+        plan.run.close()
+    out = []
+    for c in choices:
+        content, reasoning, calls, reason = finish_choice(plan, c)
+        out.append(ChatChoice(
+            index=c.index, message=AssistantMessage(content=content, reasoning_content=reasoning, tool_calls=calls or None),
+            logprobs=chat_logprobs(state, c.logprobs) if plan.logprobs else None,
+            finish_reason=reason, stop_reason=c.stop_reason,
+        ))
+    usage = _usage(plan.prompt_ids, choices)
+    _count(state, usage)
+    return ChatCompletionResponse(id=new_id("chatcmpl"), model=model, choices=out, usage=usage)
+
+
+def _usage(prompt_ids: list[int], choices: list[Choice]) -> Usage:
+    completion = sum(len(c.token_ids) for c in choices)
+    return Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion, total_tokens=len(prompt_ids) + completion)
+
+
+def _count(state: ServerState, usage: Usage) -> None:
+    state.metrics.prompt_tokens.inc(usage.prompt_tokens)
+    state.metrics.generation_tokens.inc(usage.completion_tokens)
+
+
+async def chat_stream(state: ServerState, plan: ChatPlan, model: str, body: ChatCompletionRequest) -> AsyncIterator[str]:
+    rid, created = new_id("chatcmpl"), int(time.time())
+    started = time.perf_counter()
+    first_token = True
+
+    def chunk(index: int, delta: Delta, finish: str | None = None, logprobs=None) -> str:
+        return sse(ChatCompletionChunk(id=rid, created=created, model=model, choices=[
+            ChatChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)]))
+
+    parsers = [OutputParser(plan.tools_format) for _ in plan.run.choices]
+    try:
+        for c in plan.run.choices:
+            yield chunk(c.index, Delta(role="assistant", content=""))
+        async for c, out in plan.run.events():
+            if first_token and out.token_ids:
+                state.metrics.ttft.observe(time.perf_counter() - started)
+                first_token = False
+            lp = chat_logprobs(state, out.logprobs) if plan.logprobs and out.logprobs else None
+            if plan.forced_tool is not None:
+                parsed_content, parsed_reasoning = "", ""
+            else:
+                parsed = parsers[c.index].feed(out.text)
+                parsed_content, parsed_reasoning = parsed.content, parsed.reasoning
+            if parsed_content or parsed_reasoning or lp:
+                yield chunk(c.index, Delta(content=parsed_content or None, reasoning_content=parsed_reasoning or None), logprobs=lp)
+            if not out.finished:
+                continue
+            if plan.forced_tool is not None:
+                content, _, calls, reason = finish_choice(plan, c)
+                if calls:
+                    yield chunk(c.index, Delta(tool_calls=_delta_calls(calls)))
+                elif content:
+                    yield chunk(c.index, Delta(content=content))
+            else:
+                last, calls = parsers[c.index].finish()
+                reason = "tool_calls" if calls else c.finish_reason
+                if last.content or last.reasoning:
+                    yield chunk(c.index, Delta(content=last.content or None, reasoning_content=last.reasoning or None))
+                if calls:
+                    yield chunk(c.index, Delta(tool_calls=_delta_calls(calls)))
+            yield chunk(c.index, Delta(), finish=reason)
+        usage = _usage(plan.prompt_ids, plan.run.choices)
+        _count(state, usage)
+        if body.stream_options and body.stream_options.include_usage:
+            yield sse(ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage))
+        yield "data: [DONE]\n\n"
+    finally:
+        plan.run.close()
+
+
+def _delta_calls(calls) -> list[DeltaToolCall]:
+    return [DeltaToolCall(index=i, id=call.id, type="function",
+                          function={"name": call.function.name, "arguments": call.function.arguments})
+            for i, call in enumerate(calls)]
+
+
+# ------------------------------------------------------------------------------ completions
+def _prompts(state: ServerState, prompt) -> list[list[int]]:
+    served = state.served
+    if isinstance(prompt, str):
+        return [served.encode(prompt, add_special_tokens=True)]
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]
+    if all(isinstance(p, str) for p in prompt):
+        return [served.encode(p, add_special_tokens=True) for p in prompt]
+    return [list(p) for p in prompt]
+
+
+async def completion_handler(state: ServerState, body: CompletionRequest, request: Request):
+    served = state.served
+    adapter = state.adapter_for(body.model)
+    if body.suffix:
+        raise BadRequestError("suffix is not supported", param="suffix")
+    prompts = _prompts(state, body.prompt)
+    runs: list[ChoiceRun] = []
+    want_lp = body.logprobs
+    try:
+        for ids in prompts:
+            if any(not 0 <= t < state.vocab_size for t in ids):
+                raise BadRequestError(f"prompt token ids must be in [0, {state.vocab_size})", param="prompt")
+            check_prompt(ids, served.max_model_len, "prompt")
+            params = [sampling_params(body, len(ids), served.max_model_len, body.max_tokens, state.vocab_size,
+                                      logprobs=want_lp, prompt_logprobs=want_lp if body.echo else None, default_max=16)
+                      for _ in range(body.n)]
+            _spread_seeds(params)
+            runs.append(ChoiceRun(state.engine, ids, params, adapter, [None] * body.n))
+    except Exception:
+        for r in runs:
+            r.close()
+        raise
+    if body.stream:
+        return streaming(completion_stream(state, body, prompts, runs))
+    try:
+        results = [await until_disconnect(request, r.run_to_end()) for r in runs]
+    finally:
+        for r in runs:
+            r.close()
+    choices = []
+    for p, (ids, cs) in enumerate(zip(prompts, results, strict=True)):
+        for c in cs:
+            text, lp = c.text, None
+            if want_lp is not None:
+                lp = _completion_logprobs(state, c.logprobs, ids if body.echo else None, c.prompt_logprobs)
+            if body.echo:
+                text = served.tokenizer.decode(ids) + text
+            choices.append(CompletionChoice(index=p * body.n + c.index, text=text, logprobs=lp,
+                                            finish_reason=c.finish_reason, stop_reason=c.stop_reason))
+    usage = Usage()
+    for ids, cs in zip(prompts, results, strict=True):
+        u = _usage(ids, cs)
+        usage.prompt_tokens += u.prompt_tokens
+        usage.completion_tokens += u.completion_tokens
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+    _count(state, usage)
+    return CompletionResponse(id=new_id("cmpl"), model=body.model, choices=choices, usage=usage)
+
+
+def _completion_logprobs(state: ServerState, entries: list[TokenLogprob], prompt_ids: list[int] | None,
+                         prompt_lp: list[TokenLogprob | None] | None, offset: int = 0) -> CompletionLogprobs:
+    out = CompletionLogprobs()
+    pos = offset
+    items: list[tuple[int, TokenLogprob | None]] = []
+    if prompt_ids is not None:
+        items += [(tid, (prompt_lp or [None] * len(prompt_ids))[i]) for i, tid in enumerate(prompt_ids)]
+    items += [(e.token_id, e) for e in entries]
+    for tid, e in items:
+        text = state.token_text(tid)
+        out.tokens.append(text)
+        out.text_offset.append(pos)
+        pos += len(text)
+        out.token_logprobs.append(e.logprob if e else None)
+        out.top_logprobs.append({state.token_text(t): v for t, v in e.top} if e and e.top else (None if e is None else {}))
+    return out
+
+
+async def completion_stream(state: ServerState, body: CompletionRequest, prompts, runs) -> AsyncIterator[str]:
+    rid, created = new_id("cmpl"), int(time.time())
+
+    def chunk(index: int, text: str, finish: str | None = None, logprobs=None, stop_reason=None) -> str:
+        return sse(CompletionResponse(id=rid, created=created, model=body.model, choices=[
+            CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish, stop_reason=stop_reason)]))
+
+    offsets: dict[int, int] = {}
+    try:
+        for p, (ids, run) in enumerate(zip(prompts, runs, strict=True)):
+            async for c, out in run.events():
+                index = p * body.n + c.index
+                text = out.text
+                lp = None
+                if index not in offsets:
+                    offsets[index] = 0
+                    if body.echo:
+                        text = state.served.tokenizer.decode(ids) + text
+                if body.logprobs is not None and (out.logprobs or out.prompt_logprobs):
+                    echo_ids = ids if body.echo and out.prompt_logprobs is not None else None
+                    lp = _completion_logprobs(state, out.logprobs or [], echo_ids, out.prompt_logprobs, offsets[index])
+                offsets[index] += len(text)
+                if text or lp:
+                    yield chunk(index, text, logprobs=lp)
+                if out.finished:
+                    yield chunk(index, "", finish=out.finish_reason, stop_reason=out.stop_reason)
+        usage = Usage()
+        for ids, run in zip(prompts, runs, strict=True):
+            u = _usage(ids, run.choices)
+            usage.prompt_tokens += u.prompt_tokens
+            usage.completion_tokens += u.completion_tokens
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        _count(state, usage)
+        if body.stream_options and body.stream_options.include_usage:
+            yield sse(CompletionResponse(id=rid, created=created, model=body.model, choices=[], usage=usage))
+        yield "data: [DONE]\n\n"
+    finally:
+        for r in runs:
+            r.close()
+
+
+# ------------------------------------------------------------------------------ embeddings
+async def embedding_handler(state: ServerState, body: EmbeddingRequest) -> EmbeddingResponse:
+    import asyncio
+
+    import numpy as np
+
+    if body.model not in state.model_names() and body.model != state.served.ref.ref and body.model != getattr(state.embedder, "name", None):
+        raise ModelNotFound(f"the model `{body.model}` does not exist", param="model", code="model_not_found")
+    inputs = body.input
+    tok = state.embedder.tokenizer
+    if isinstance(inputs, str):
+        batches = [tok(inputs)["input_ids"]]
+    elif inputs and all(isinstance(x, int) for x in inputs):
+        batches = [list(inputs)]
+    elif all(isinstance(x, str) for x in inputs):
+        batches = [tok(x)["input_ids"] for x in inputs]
+    else:
+        batches = [list(x) for x in inputs]
+    if not batches or any(not b for b in batches):
+        raise BadRequestError("input must not be empty", param="input")
+    if any(len(b) > state.embedder.max_len for b in batches):
+        raise BadRequestError(f"an input is longer than the embedding model's {state.embedder.max_len} tokens", param="input")
+    vectors = await asyncio.wrap_future(state.engine.call(lambda: state.embedder(batches)))
+    data = []
+    for i, vec in enumerate(vectors):
+        if body.dimensions:
+            vec = vec[: body.dimensions]
+        emb: list[float] | str = vec
+        if body.encoding_format == "base64":
+            emb = base64.b64encode(np.asarray(vec, dtype=np.float32).tobytes()).decode()
+        data.append(EmbeddingData(index=i, embedding=emb))
+    n = sum(len(b) for b in batches)
+    return EmbeddingResponse(data=data, model=body.model, usage=Usage(prompt_tokens=n, total_tokens=n))

@@ -1,0 +1,15 @@
+"""The built-in continuous-batching engine, one concept per file (nano-vllm style):
+
+request.py  per-request sampling params and state
+kv_cache.py slot-based KV cache (one preallocated row per running sequence)
+runner.py   batched prefill / decode forwards of a transformers causal LM over that cache
+sampler.py  per-row logits processing and sampling
+detokenizer.py incremental text + stop strings
+scheduler.py who joins / leaves the running batch between steps
+engine.py   the background thread that loops step() and delivers outputs
+"""
+
+from swiftkit.serve.engine.engine import AsyncEngine, Engine, EngineBusy
+from swiftkit.serve.engine.request import RequestOutput, SamplingParams
+
+__all__ = ["AsyncEngine", "Engine", "EngineBusy", "RequestOutput", "SamplingParams"]

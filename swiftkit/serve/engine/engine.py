@@ -1,0 +1,285 @@
+"""The engine loop: a background thread that admits, prefills, decodes and emits, step by step.
+
+Callers (HTTP handlers, `swiftkit infer`) only ever `submit` a request with a sink and `abort` it;
+everything touching the model, the cache and request state happens on the engine thread, so there
+are no locks on the hot path except the hand-over queue of new requests and aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from swiftkit.console import console
+from swiftkit.serve.engine.detokenizer import Detokenizer
+from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams, Status
+from swiftkit.serve.engine.runner import ModelRunner
+from swiftkit.serve.engine.sampler import Sampler, prompt_logprobs
+from swiftkit.serve.engine.scheduler import QueueFull, Scheduler
+
+EngineBusy = QueueFull
+MARKER_TOKENS = ("<tool_call>", "</tool_call>", "<think>", "</think>")
+
+
+@dataclass
+class EngineOptions:
+    max_num_seqs: int = 32
+    max_model_len: int = 2048
+    max_queue: int = 256
+    max_batched_tokens: int = 8192
+    seed: int = 0
+
+
+class Engine:
+    def __init__(self, model, tokenizer, eos_ids: Sequence[int], options: EngineOptions,
+                 multi_adapter: bool = False, on_step: Callable[[int, int], None] | None = None):
+        self.tokenizer = tokenizer
+        self.options = options
+        self.eos_ids = frozenset(eos_ids)
+        self.runner = ModelRunner(model, options.max_num_seqs, options.max_model_len, multi_adapter)
+        self.sampler = Sampler(sorted(self.eos_ids), options.seed)
+        self.scheduler = Scheduler(options.max_num_seqs, options.max_queue, options.max_batched_tokens)
+        self.on_step = on_step
+        self._backend = tokenizer.backend_tokenizer
+        markers = {tokenizer.convert_tokens_to_ids(t) for t in MARKER_TOKENS if t in tokenizer.get_vocab()}
+        self._hidden = frozenset(set(tokenizer.all_special_ids) - markers)
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._pending: list[tuple[Request, RequestOutput]] = []
+        self.steps = 0
+
+    # -- public, thread-safe ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="swiftkit-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def submit(self, req: Request) -> None:
+        """Queue a request; raises QueueFull when the waiting queue is at its bound."""
+        if self.queue_depth() >= self.options.max_queue:
+            raise QueueFull(f"the request queue is full ({self.options.max_queue} waiting)")
+        if req.params.seed is not None:
+            req.generator = torch.Generator().manual_seed(req.params.seed)
+        req.detokenizer = Detokenizer(self._backend, self._hidden, req.params.stop, req.params.skip_special_tokens)
+        self._inbox.put(("add", req))
+        self._wake.set()
+
+    def call(self, fn: Callable[[], object]) -> concurrent.futures.Future:
+        """Run `fn` on the engine thread between steps (other model uses, e.g. embeddings, never race a step)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._inbox.put(("call", (fn, future)))
+        self._wake.set()
+        return future
+
+    def abort(self, req: Request) -> None:
+        self._inbox.put(("abort", req))
+        self._wake.set()
+
+    def queue_depth(self) -> int:
+        return len(self.scheduler.waiting) + self._inbox.qsize()
+
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    def idle(self) -> bool:
+        return not self.scheduler.has_work and self._inbox.empty()
+
+    def deliver(self, batch: list[tuple[Request, RequestOutput]]) -> None:
+        """Hand a step's outputs to their sinks (overridden by AsyncEngine to cross into asyncio)."""
+        for req, out in batch:
+            req.sink(out)
+
+    # -- engine thread -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        # The cache is written in place across steps: all of it lives in inference mode, on this thread.
+        with torch.inference_mode():
+            self._run()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._drain_inbox()
+            if not self.scheduler.has_work:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                self.step()
+            except Exception as exc:  # a model/runtime failure must end the requests, not the server
+                console.print(f"[red]engine step failed:[/] {type(exc).__name__}: {exc}")
+                failed, self.scheduler.running = self.scheduler.running, []
+                for req in failed:
+                    req.status = Status.FINISHED
+                    self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",
+                                                  prompt_tokens=len(req.prompt_ids), completion_tokens=len(req.output_ids)))
+                self._flush()
+        for req in [*self.scheduler.running, *self.scheduler.waiting]:
+            if req.status is Status.RUNNING:
+                self._finish(req, "abort")
+            else:
+                self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="abort",
+                                              prompt_tokens=len(req.prompt_ids)))
+        self._flush()
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                kind, req = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "add":
+                self.scheduler.waiting.append(req)
+            elif kind == "call":
+                fn, future = req
+                try:
+                    future.set_result(fn())
+                except Exception as exc:
+                    future.set_exception(exc)
+            elif req.status is Status.RUNNING:
+                self._finish(req, "abort")
+            elif self.scheduler.remove_waiting(req):
+                req.status = Status.FINISHED
+                self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="abort",
+                                              prompt_tokens=len(req.prompt_ids)))
+
+    def step(self) -> None:
+        admitted = self.scheduler.admit()
+        if admitted:
+            self._prefill(admitted)
+        batch = len(self.scheduler.running)
+        if batch:
+            logits = self.runner.decode(self.scheduler.running)
+            tokens, logprobs = self.sampler(logits, self.scheduler.running)
+            for req, tok, lp in zip([*self.scheduler.running], tokens, logprobs, strict=True):
+                self._append(req, tok, lp)
+        self.steps += 1
+        if self.on_step:
+            self.on_step(batch, len(self.scheduler.waiting))
+        self._flush()
+
+    def _prefill(self, admitted: list[Request]) -> None:
+        row0 = len(self.scheduler.running)
+        want_prompt_lp = any(r.params.prompt_logprobs is not None for r in admitted)
+        logits = self.runner.prefill(admitted, row0, all_logits=want_prompt_lp)
+        last = logits[:, -1] if want_prompt_lp else logits
+        for r in admitted:
+            r.status = Status.RUNNING
+            self.scheduler.running.append(r)
+        tokens, logprobs = self.sampler(last, admitted)
+        for b, (req, tok, lp) in enumerate(zip(admitted, tokens, logprobs, strict=True)):
+            plp = None
+            if req.params.prompt_logprobs is not None:
+                plp = prompt_logprobs(logits[b, req.kv_start:], req.prompt_ids, req.params.prompt_logprobs)
+            self._append(req, tok, lp, plp)
+
+    def _append(self, req: Request, tok: int, lp, plp=None) -> None:
+        """Record a sampled token, decide whether the request is finished, and emit its delta."""
+        if req.first_token_at is None:
+            req.first_token_at = time.monotonic()
+        req.output_ids.append(tok)
+        p = req.params
+        reason, stop_reason = None, None
+        if tok in self.eos_ids and not p.ignore_eos:
+            reason = "stop"
+        elif tok in p.stop_token_ids:
+            reason, stop_reason = "stop", tok
+        else:
+            req.detokenizer.add(tok)
+            if req.matcher is not None:
+                req.matcher.consume_token(tok)
+            if req.detokenizer.stopped_by is not None:
+                reason, stop_reason = "stop", req.detokenizer.stopped_by
+            elif req.matcher is not None and req.matcher.is_stopped():
+                reason = "stop"
+        if reason is None and (len(req.output_ids) >= p.max_tokens or req.num_tokens >= self.options.max_model_len):
+            reason = "length"
+        out = RequestOutput(
+            req.request_id, [tok], req.detokenizer.delta(final=reason is not None),
+            logprobs=[lp] if lp is not None else None, prompt_logprobs=plp,
+            finished=reason is not None, finish_reason=reason, stop_reason=stop_reason,
+            prompt_tokens=len(req.prompt_ids), completion_tokens=len(req.output_ids),
+        )
+        self._emit(req, out)
+        if reason is not None:
+            req.finish_reason, req.stop_reason = reason, stop_reason
+            self.scheduler.release(req, self.runner.move)
+
+    def _finish(self, req: Request, reason: str) -> None:
+        req.finish_reason = reason
+        self.scheduler.release(req, self.runner.move)
+        self._emit(req, RequestOutput(req.request_id, [], req.detokenizer.delta(final=True), finished=True,
+                                      finish_reason=reason, prompt_tokens=len(req.prompt_ids),
+                                      completion_tokens=len(req.output_ids)))
+
+    def _emit(self, req: Request, out: RequestOutput) -> None:
+        self._pending.append((req, out))
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self.deliver(batch)
+
+
+class RequestStream:
+    """Async iterator over one request's outputs; `close()` before the end aborts it (slot freed)."""
+
+    def __init__(self, engine: Engine, req: Request, outputs: asyncio.Queue):
+        self.engine, self.request, self._outputs = engine, req, outputs
+        self.done = False
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self.done:
+            raise StopAsyncIteration
+        out = await self._outputs.get()
+        self.done = out.finished
+        return out
+
+    def close(self) -> None:
+        if not self.done:
+            self.done = True
+            self.engine.abort(self.request)
+
+
+class AsyncEngine(Engine):
+    """The engine as asyncio code sees it: `open()` submits and returns the request's output stream."""
+
+    Busy = QueueFull
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def deliver(self, batch: list[tuple[Request, RequestOutput]]) -> None:
+        # One hop into the event loop per engine step (not per token) keeps the handover cheap.
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_put_all, batch)
+
+    def open(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
+             matcher=None) -> RequestStream:
+        self.loop = self.loop or asyncio.get_running_loop()
+        outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        req = Request(list(prompt_ids), params, sink=outputs.put_nowait, adapter=adapter, matcher=matcher)
+        self.submit(req)
+        return RequestStream(self, req, outputs)
+
+
+def _put_all(batch: list[tuple[Request, RequestOutput]]) -> None:
+    for req, out in batch:
+        req.sink(out)

@@ -1,0 +1,79 @@
+"""Batched forwards of a transformers causal LM over the slot KV cache: prefill and decode.
+
+Prefill runs the new requests' prompts left-padded in one forward (so every row's last prompt token
+is the last column and only one logits column is computed). Decode runs one token for every
+running row. Both pass explicit position ids and a 4D additive mask, which transformers uses as
+given, so rows of different lengths (and left padding kept in the cache) never leak into each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from swiftkit.serve.engine.kv_cache import SlotKVCache
+from swiftkit.serve.engine.request import Request
+
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+
+
+class ModelRunner:
+    def __init__(self, model, num_slots: int, max_model_len: int, multi_adapter: bool = False):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.max_model_len = max_model_len
+        # Left padding from a batched prefill stays in a row, so a row may need up to twice the context.
+        self.kv = SlotKVCache(num_slots, 2 * max_model_len)
+        self.multi_adapter = multi_adapter
+        self._neg = torch.finfo(self.dtype).min
+
+    def _forward(self, requests: Sequence[Request], ids, positions, mask, keep: int) -> torch.Tensor:
+        extra = {}
+        if self.multi_adapter:
+            # PEFT routes each row through its own LoRA (mixed-adapter batch); rows with no adapter use the base.
+            extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in requests]
+        out = self.model(
+            input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=self.kv,
+            use_cache=True, logits_to_keep=keep, **extra,
+        )
+        return out.logits.float()
+
+    def prefill(self, requests: Sequence[Request], row0: int, all_logits: bool = False) -> torch.Tensor:
+        """Fill rows [row0, row0+k) with the prompts; returns logits [k, V] (or [k, T, V] with all_logits)."""
+        lengths = [len(r.prompt_ids) for r in requests]
+        width = max(lengths)
+        ids = torch.zeros(len(requests), width, dtype=torch.long)
+        positions = torch.zeros(len(requests), width, dtype=torch.long)
+        starts = torch.tensor([width - n for n in lengths])
+        for b, (req, n) in enumerate(zip(requests, lengths, strict=True)):
+            ids[b, width - n:] = torch.tensor(req.prompt_ids)
+            positions[b, width - n:] = torch.arange(n)
+            req.slot, req.kv_start, req.kv_end = row0 + b, width - n, width
+        col = torch.arange(width)
+        allowed = (col[None, None, :] <= col[None, :, None]) & (col[None, None, :] >= starts[:, None, None])
+        allowed |= torch.eye(width, dtype=torch.bool)[None]  # padding queries attend to themselves: no NaN rows
+        mask = torch.where(allowed, 0.0, self._neg).to(self.dtype)[:, None]
+        self.kv.begin_prefill(row0, len(requests), width)
+        logits = self._forward(requests, ids.to(self.device), positions.to(self.device), mask.to(self.device), 0 if all_logits else 1)
+        return logits if all_logits else logits[:, -1]
+
+    def decode(self, requests: Sequence[Request]) -> torch.Tensor:
+        """One token for each running row (row i must be requests[i]); returns logits [B, V]."""
+        write = torch.tensor([r.kv_end for r in requests])
+        starts = torch.tensor([r.kv_start for r in requests])
+        kv_len = int(write.max()) + 1
+        ids = torch.tensor([[r.last_token] for r in requests])
+        positions = (write - starts)[:, None]
+        col = torch.arange(kv_len)
+        allowed = (col[None, :] >= starts[:, None]) & (col[None, :] <= write[:, None])
+        mask = torch.where(allowed, 0.0, self._neg).to(self.dtype)[:, None, None]
+        self.kv.begin_decode(len(requests), write.to(self.device), kv_len)
+        logits = self._forward(requests, ids.to(self.device), positions.to(self.device), mask.to(self.device), 1)
+        for r in requests:
+            r.kv_end += 1
+        return logits[:, -1]
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        self.kv.move(src, dst, length)

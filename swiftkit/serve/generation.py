@@ -1,0 +1,166 @@
+"""From a validated request to engine requests and back: prompts, sampling params, choices.
+
+Shared by /v1/chat/completions, /v1/completions and /v1/responses so they agree on every detail
+(limits, errors, logprobs, usage). `ChoiceRun` drives the n engine streams of one request and
+yields per-choice events in generation order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from swiftkit.serve.engine.request import RequestOutput, SamplingParams, TokenLogprob
+from swiftkit.serve.errors import BadRequest, Overloaded
+from swiftkit.serve.protocol import ChatCompletionRequest, SamplingFields
+
+
+@dataclass
+class Choice:
+    """Accumulated result of one choice."""
+
+    index: int
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+
+def check_prompt(prompt_ids: list[int], max_model_len: int, param: str) -> None:
+    if not prompt_ids:
+        raise BadRequest("the prompt is empty", param=param)
+    if len(prompt_ids) >= max_model_len:
+        raise BadRequest(
+            f"the prompt is {len(prompt_ids)} tokens, but this model's context is {max_model_len} tokens "
+            "(prompt plus at least one generated token)", param=param, code="context_length_exceeded",
+        )
+
+
+def sampling_params(body: SamplingFields, prompt_len: int, max_model_len: int, max_tokens: int | None,
+                    vocab_size: int, logprobs: int | None = None, prompt_logprobs: int | None = None,
+                    constraint: tuple[str, Any] | None = None, default_max: int | None = None) -> SamplingParams:
+    room = max_model_len - prompt_len
+    if max_tokens is None:
+        max_tokens = min(room, default_max) if default_max else room
+    elif max_tokens > room:
+        raise BadRequest(
+            f"max_tokens ({max_tokens}) plus the prompt ({prompt_len} tokens) exceeds the context of "
+            f"{max_model_len} tokens", param="max_tokens", code="context_length_exceeded",
+        )
+    bias = {int(k): v for k, v in (body.logit_bias or {}).items()}
+    if any(not 0 <= k < vocab_size for k in bias):
+        raise BadRequest(f"logit_bias token ids must be in [0, {vocab_size})", param="logit_bias")
+    if any(not 0 <= t < vocab_size for t in body.stop_token_ids or []):
+        raise BadRequest(f"stop_token_ids must be in [0, {vocab_size})", param="stop_token_ids")
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        top_k=body.top_k or 0, min_p=body.min_p or 0.0, seed=body.seed,
+        presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty or 1.0, logit_bias=bias,
+        min_tokens=body.min_tokens, ignore_eos=body.ignore_eos, stop=stop,
+        stop_token_ids=list(body.stop_token_ids or []), logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+        skip_special_tokens=body.skip_special_tokens, constraint=constraint,
+    )
+
+
+def chat_messages(body: ChatCompletionRequest) -> list[dict]:
+    """Messages as chat templates expect them (text parts joined, tool calls with JSON arguments)."""
+    out = []
+    for m in body.messages:
+        msg: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        if m.tool_calls:
+            msg["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                                 for c in m.tool_calls]
+        if m.tool_call_id:
+            msg["tool_call_id"] = m.tool_call_id
+        if m.name:
+            msg["name"] = m.name
+        out.append(msg)
+    return out
+
+
+class ChoiceRun:
+    """The n engine streams of one request, opened at once (so 429 happens before any response)."""
+
+    def __init__(self, engine, prompt_ids: list[int], params: list[SamplingParams], adapter: str | None,
+                 matchers: list[Any]):
+        self.engine = engine
+        self.choices = [Choice(i) for i in range(len(params))]
+        self.streams = []
+        try:
+            for p, m in zip(params, matchers, strict=True):
+                self.streams.append(engine.open(prompt_ids, p, adapter, m))
+        except engine.Busy as exc:
+            self.close()
+            raise Overloaded(str(exc), code="queue_full") from None
+
+    async def events(self) -> AsyncIterator[tuple[Choice, RequestOutput]]:
+        """(choice, delta) pairs as each stream produces them; the choice is already updated."""
+        if len(self.streams) == 1:
+            async for out in self.streams[0]:
+                yield self._update(0, out), out
+            return
+        merged: asyncio.Queue = asyncio.Queue()
+
+        async def pump(i: int, stream) -> None:
+            async for out in stream:
+                await merged.put((i, out))
+
+        tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(self.streams)]
+        try:
+            pending = len(tasks)
+            while pending:
+                i, out = await merged.get()
+                if out.finished:
+                    pending -= 1
+                yield self._update(i, out), out
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def _update(self, i: int, out: RequestOutput) -> Choice:
+        c = self.choices[i]
+        c.token_ids += out.token_ids
+        c.text += out.text
+        if out.logprobs:
+            c.logprobs += out.logprobs
+        if out.prompt_logprobs is not None:
+            c.prompt_logprobs = out.prompt_logprobs
+        if out.finished:
+            c.finish_reason, c.stop_reason = out.finish_reason, out.stop_reason
+        return c
+
+    async def run_to_end(self) -> list[Choice]:
+        async for _ in self.events():
+            pass
+        return self.choices
+
+    def close(self) -> None:
+        for s in self.streams:
+            with contextlib.suppress(Exception):
+                s.close()
+
+
+async def until_disconnect(request, coro):
+    """Await `coro`, cancelling it if the HTTP client goes away (frees the engine slots at once)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise asyncio.CancelledError
+    finally:
+        if not task.done():
+            task.cancel()

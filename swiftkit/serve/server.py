@@ -1,0 +1,72 @@
+"""`swiftkit serve`: load the model, start the engine thread, run uvicorn, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from swiftkit.console import console, summary
+from swiftkit.errors import SwiftkitError
+from swiftkit.serve.config import ServeConfig
+
+
+def build_state(cfg: ServeConfig):
+    from swiftkit.serve.app import ServerState
+    from swiftkit.serve.constrained import GrammarFactory
+    from swiftkit.serve.embeddings import load_embedder
+    from swiftkit.serve.metrics import Metrics
+    from swiftkit.serve.model import load_served_model, tool_parser_for
+
+    served = load_served_model(cfg, name=cfg.served_model_name or cfg.model)
+    metrics = Metrics()
+    engine = served.build_engine(cfg, on_step=metrics.on_step)
+    vocab = int(served.model.get_output_embeddings().weight.shape[0])
+    return ServerState(
+        served=served, engine=engine, metrics=metrics,
+        grammar=GrammarFactory(served.tokenizer, vocab, served.eos_ids),
+        tool_format=tool_parser_for(served.chat_template, cfg.tool_parser),
+        api_key=cfg.api_key, embedder=load_embedder(cfg.embedding_model, served),
+    )
+
+
+def run(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    from swiftkit.serve.app import create_app
+
+    state = build_state(cfg)
+    app = create_app(state)
+
+    class Server(uvicorn.Server):
+        """uvicorn, except that SIGTERM/SIGINT first drains: new requests get 503, running ones finish."""
+
+        def handle_exit(self, sig: int, frame) -> None:
+            if state.draining or sig == signal.SIGINT and self.should_exit:
+                return super().handle_exit(sig, frame)
+            state.draining = True
+            console.print(f"[yellow]draining[/]: {state.inflight} request(s) in flight, new ones get 503")
+            asyncio.get_event_loop().call_soon_threadsafe(lambda: asyncio.ensure_future(drain(self)))
+
+    async def drain(server: uvicorn.Server) -> None:
+        deadline = time.monotonic() + cfg.drain_timeout
+        while state.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        server.should_exit = True
+
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=cfg.log_requests,
+                            timeout_graceful_shutdown=5)
+    server = Server(config)
+    state.engine.start()
+    summary("swiftkit serve", [
+        ("model", state.served.name), ("adapters", ", ".join(state.served.adapters) or "none"),
+        ("context", state.served.max_model_len), ("max batch", cfg.max_num_seqs),
+        ("url", f"http://{cfg.host}:{cfg.port}/v1"), ("auth", "api key" if cfg.api_key else "none"),
+    ])
+    try:
+        server.run()
+    except OSError as exc:
+        raise SwiftkitError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", "choose another --port") from None
+    finally:
+        state.engine.stop()
+    console.print("[bold]stopped[/]")
