@@ -66,8 +66,17 @@ def _targets(cfg: EvalConfig) -> list[Target]:
     return targets
 
 
-def _model_dirs(ref: ModelRef) -> list[Path]:
+def _tokenizer_ref(cfg: EvalConfig) -> ModelRef | None:
+    """An endpoint's local stand-in: --tokenizer, or --served-model when it is a local directory."""
+    local_name = cfg.served_model if cfg.served_model and Path(cfg.served_model).is_dir() else None
+    source = cfg.tokenizer or local_name
+    return resolve_model_ref(source) if cfg.url and source else None
+
+
+def _model_dirs(ref: ModelRef | None) -> list[Path]:
     """Where toy tasks look for the model's own task/ data: the artifact, its adapters, base, parents."""
+    if ref is None:
+        return []
     dirs = [ref.path, *reversed(ref.adapters), ref.base_path]
     dirs += [p for p, m in lineage(ref.path) if m is not None]
     return list(dict.fromkeys(dirs))
@@ -93,10 +102,28 @@ def _plan(cfg: EvalConfig, out: Path, target: Target, end_of_turn: str) -> TaskP
         data=cfg.data,
         num_fewshot=cfg.num_fewshot,
         max_gen_toks=cfg.max_gen_toks,
-        model_dirs=_model_dirs(target.ref) if target.ref else [],
+        model_dirs=_model_dirs(target.ref or _tokenizer_ref(cfg)),
         end_of_turn=end_of_turn,
         allow_code_execution=cfg.allow_code_execution,
     )
+
+
+def _check_names(plan: TaskPlan) -> None:
+    """Unknown task names fail in ~2 s instead of after lm-eval's full index build."""
+    from swiftkit.eval.tasks import surely_unknown
+
+    generated = {p.stem for p in plan.include_dir.glob("*.yaml")}
+    _refuse_unknown(surely_unknown([n for n in plan.names if n not in generated]))
+
+
+def _refuse_unknown(unknown: list[str]) -> None:
+    from swiftkit.eval.tasks import known_offline
+
+    if unknown:
+        raise SwiftkitError(
+            f"unknown task(s): {', '.join(unknown)}",
+            f"offline tasks: {', '.join(known_offline())}; or any lm-eval task name (lm_eval ls tasks)",
+        )
 
 
 def _task_manager(plan: TaskPlan):
@@ -108,20 +135,15 @@ def _task_manager(plan: TaskPlan):
 
 def _build_tasks(manager, plan: TaskPlan) -> None:
     """Build lm-eval's tasks once now: unknown names and unreadable datasets fail before a model loads."""
-    unknown = [n for n in plan.names if n not in manager.all_tasks]
-    if unknown:
-        from swiftkit.eval.tasks import known_offline
-
-        raise SwiftkitError(
-            f"unknown task(s): {', '.join(unknown)}",
-            f"offline tasks: {', '.join(known_offline())}; or any lm-eval task name (lm_eval ls tasks)",
-        )
+    _refuse_unknown([n for n in plan.names if n not in manager.all_tasks])
     try:
         manager.load(plan.names)
     except SwiftkitError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # datasets wraps the real cause (a bad row, a missing file) in a generic message.
+        cause = exc.__cause__ or exc.__context__ or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise SwiftkitError(
             f"cannot load task data for {', '.join(plan.names)}: {first}",
             "offline? pass --data-dir with local copies (docs/eval.md)",
@@ -164,16 +186,12 @@ def _load_backend(cfg: EvalConfig, target: Target, tokenizer, plan: TaskPlan, ch
 
 
 def _tokenizer_path(cfg: EvalConfig) -> str | None:
-    if cfg.url is None:
-        return None
-    source = cfg.tokenizer or (
-        cfg.served_model if cfg.served_model and Path(cfg.served_model).is_dir() else None
-    )
-    if source is None:
+    ref = _tokenizer_ref(cfg)
+    if ref is None:
         return None
     from swiftkit.loading import tokenizer_dir
 
-    return str(tokenizer_dir(resolve_model_ref(source)))
+    return str(tokenizer_dir(ref))
 
 
 def _tokenizer(cfg: EvalConfig, target: Target):
@@ -209,11 +227,13 @@ def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
     end = _end_of_turn(tokenizer) if chat and tokenizer is not None else ""
     with tempfile.TemporaryDirectory(prefix="swiftkit-eval-") as scratch:
         plan = _plan(cfg, Path(scratch), target, end)  # validate data before touching the output
+        _check_names(plan)
         _build_tasks(_task_manager(plan), plan)
+    backend = _load_backend(cfg, target, tokenizer, plan, chat)
+    # Kept on failure: its request cache lets the same command resume where it stopped.
     with artifact_writer(target.output, overwrite=cfg.overwrite, keep_partial=True) as tmp:
         plan = _plan(cfg, tmp / "tasks", target, end)
         manager = _task_manager(plan)
-        backend = _load_backend(cfg, target, tokenizer, plan, chat)
         fingerprint = hashlib.sha256(
             f"{backend.target}|{chat}|{cfg.system_prompt}|{cfg.dtype}|{cfg.max_length}".encode()
         ).hexdigest()[:16]
@@ -282,8 +302,12 @@ def run(cfg: EvalConfig) -> list[Path]:
             "no --tasks given",
             f"e.g. --tasks toy_arithmetic,mmlu; offline tasks: {', '.join(known_offline())}",
         )
-    # lm-eval logs every request batch at INFO; swiftkit shows its own progress and summary.
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    # lm-eval warns about things swiftkit does on purpose (a pre-built model, --max-gen-toks);
+    # its request progress bars (with ETA) stay, datasets' per-file ones go.
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
     all_scores = [_evaluate_one(cfg, target) for target in targets]
     labels = [t.label for t in targets]
     if len(targets) > 1:

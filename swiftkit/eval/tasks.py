@@ -118,8 +118,11 @@ def _lm_eval_yaml(*parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), "tasks", *parts)
 
 
-def _local_dataset(files: dict[str, str]) -> dict[str, Any]:
-    return {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+def _local_dataset(files: dict[str, str], optional: dict[str, str] | None = None) -> dict[str, Any]:
+    """Point an lm-eval task at local jsonl files; `optional` split keys absent locally are unset
+    (lm-eval would otherwise index e.g. dataset["train"] for its few-shot sampler and fail)."""
+    unset = {key: None for key, split in (optional or {}).items() if split not in files}
+    return {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}, **unset}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +206,13 @@ def _build_mmlu(task: str, source: Path, out: Path, fewshot: int | None) -> list
                 "description": "The following are multiple choice questions (with answers) about "
                 f"{subject.replace('_', ' ')}.\n\n",
             }
-        names.append(_write_yaml(out, f"mmlu_{subject}", {**config, "tag": [], **_local_dataset(files)}))
+        names.append(
+            _write_yaml(
+                out,
+                f"mmlu_{subject}",
+                {**config, "tag": [], **_local_dataset(files, {"fewshot_split": "dev"})},
+            )
+        )
     if wanted:
         return names
     return [
@@ -265,7 +274,12 @@ def _build_cmmlu(task: str, source: Path, out: Path, fewshot: int | None) -> lis
             _write_yaml(
                 out,
                 f"cmmlu_{subject}",
-                {"task": f"cmmlu_{subject}", "include": str(own), "tag": [], **_local_dataset(files)},
+                {
+                    "task": f"cmmlu_{subject}",
+                    "include": str(own),
+                    "tag": [],
+                    **_local_dataset(files, {"fewshot_split": "dev"}),
+                },
             )
         )
     if wanted:
@@ -304,7 +318,9 @@ def _lettered_rows(path: Path, question: str, answer: str, layout: str) -> list[
                 raise DataError(
                     f"{path}:{number}: answer {row[answer]!r} is not A-D", f"expected layout: {layout}"
                 )
-            docs.append({k: (v or "") for k, v in row.items() if k})
+            # Only the columns lm-eval's prompt reads: dev files carry an extra `explanation`, and
+            # one schema across splits is what the json loader needs.
+            docs.append({c: row[c] or "" for c in (question, *LETTERS, answer)})
     return docs
 
 
@@ -350,7 +366,12 @@ def _build_ceval(task: str, source: Path, out: Path, fewshot: int | None) -> lis
             _write_yaml(
                 out,
                 f"ceval-valid_{subject}",
-                {"task": f"ceval-valid_{subject}", "include": str(own), "tag": [], **_local_dataset(files)},
+                {
+                    "task": f"ceval-valid_{subject}",
+                    "include": str(own),
+                    "tag": [],
+                    **_local_dataset(files, {"fewshot_split": "dev"}),
+                },
             )
         )
     if wanted:
@@ -424,7 +445,7 @@ def _build_gsm8k(task: str, source: Path, out: Path, fewshot: int | None) -> lis
                 "task": "gsm8k",
                 "include": str(_lm_eval_yaml("gsm8k", "gsm8k.yaml")),
                 "tag": [],
-                **_local_dataset(files),
+                **_local_dataset(files, {"training_split": "train", "fewshot_split": "train"}),
             },
         )
     ]
@@ -489,7 +510,7 @@ def _build_arc(task: str, source: Path, out: Path, fewshot: int | None) -> list[
                 "task": task,
                 "include": str(_lm_eval_yaml("arc", f"{task}.yaml")),
                 "tag": [],
-                **_local_dataset(files),
+                **_local_dataset(files, {"training_split": "train", "validation_split": "validation"}),
             },
         )
     ]
@@ -533,7 +554,7 @@ def _build_hellaswag(task: str, source: Path, out: Path, fewshot: int | None) ->
                 "task": "hellaswag",
                 "include": str(_lm_eval_yaml("hellaswag", "hellaswag.yaml")),
                 "tag": [],
-                **_local_dataset(files),
+                **_local_dataset(files, {"training_split": "train"}),
             },
         )
     ]
@@ -848,6 +869,21 @@ def plan_tasks(
         if task in LOGLIKELIHOOD_TASKS or family in LOGLIKELIHOOD_TASKS:
             plan.loglikelihood.append(task)
     return plan
+
+
+def surely_unknown(names: list[str]) -> list[str]:
+    """Names that appear in none of lm-eval's task YAMLs.
+
+    lm-eval's own index parses ~15k YAML files (10+ s on a small CPU); a plain word scan of the
+    same files takes ~2 s, so a typo fails fast. Names it passes are still checked by the index.
+    """
+    import re
+
+    root = _lm_eval_yaml()
+    words: set[str] = set()
+    for path in root.rglob("*.yaml"):
+        words.update(re.findall(r"[\w.-]+", path.read_text(encoding="utf-8", errors="ignore")))
+    return [n for n in names if n not in words]
 
 
 def known_offline() -> list[str]:
