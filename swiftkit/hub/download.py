@@ -162,16 +162,38 @@ def _drop_if_empty(tmp: Path) -> None:
 # --- Hugging Face -----------------------------------------------------------------------------
 
 
+class EndpointTimeout(Exception):
+    """A hub request got no answer within --timeout: final, not retried (see bound_hf_timeouts)."""
+
+
 def bound_hf_timeouts(timeout: float) -> None:
-    """The hub client waits forever by default on API calls; give every request a deadline."""
+    """Give every huggingface_hub request a deadline, and make missing it final.
+
+    The client's API calls have no timeout by default, and when a file's metadata request times
+    out it retries with a 60 s timeout and backoff, per file: minutes against a silent endpoint.
+    This transport caps each request at `timeout` and turns a timeout into an error the client
+    does not retry. A stream that stalls mid-file still gets the client's own Range resumes
+    (those time out while reading the body, after this transport has returned).
+    """
+    import httpx2
     import huggingface_hub
     from huggingface_hub import constants
-    from huggingface_hub.utils._http import default_client_factory
+    from huggingface_hub.utils._http import hf_request_event_hook
 
-    def factory():
-        client = default_client_factory()
-        client.timeout = timeout
-        return client
+    class DeadlineTransport(httpx2.HTTPTransport):
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            request.extensions["timeout"] = httpx2.Timeout(timeout).as_dict()
+            try:
+                return super().handle_request(request)
+            except httpx2.TimeoutException as exc:
+                raise EndpointTimeout(f"no answer from {request.url.host} within {timeout:g}s") from exc
+
+    def factory() -> httpx2.Client:
+        # Same client as huggingface_hub's default_client_factory, plus the deadline transport.
+        return httpx2.Client(
+            event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True, timeout=timeout,
+            transport=DeadlineTransport(),
+        )
 
     huggingface_hub.set_client_factory(factory)
     # File GETs pass their own timeout, read from this module constant at call time.

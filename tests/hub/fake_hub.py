@@ -48,6 +48,8 @@ class Faults:
     )  # file -> bytes sent before the connection drops (once)
     corrupt: set[str] = field(default_factory=set)  # files whose body is served with one byte flipped
     hang: bool = False  # every request waits (until the server stops) without answering
+    hang_files: bool = False  # only file requests (HEAD/GET resolve) hang; the API answers
+    stall_after: dict[str, int] = field(default_factory=dict)  # file -> bytes sent, then silence (once)
     create_repo_status: int | None = None  # force create_repo to fail with this status
 
 
@@ -110,7 +112,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             hub.requests.append((method, unquote(self.path), self.headers.get("Range")))
             # Read the body first: an unread body would be parsed as the next request on this connection.
             self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if hub.faults.hang:
+            if hub.faults.hang or (hub.faults.hang_files and "/resolve/" in path):
                 hub._release.wait(120)
                 self.close_connection = True
                 return
@@ -277,6 +279,12 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.end_headers()
             if method == "HEAD":
+                return
+            if (stall := hub.faults.stall_after.pop(name, None)) is not None:
+                self.wfile.write(data[start : start + stall])
+                self.wfile.flush()
+                hub._release.wait(120)
+                self.close_connection = True
                 return
             cut = hub.faults.drop_after.pop(name, None)
             if cut is not None:

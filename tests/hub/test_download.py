@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 from tests.hub.conftest import KEPT, TEMPLATE
 
@@ -72,14 +74,17 @@ def test_include_exclude_patterns(tmp_path, hub, hub_env):
     assert _files(out) == {"pytorch_model.bin", "config.json", "generation_config.json"}
 
 
-def test_connection_dropped_mid_file_resumes_with_range(tmp_path, hub, hub_env):
+def test_dropped_and_stalled_streams_resume(tmp_path, hub, hub_env):
     hub.faults.drop_after["model.safetensors"] = 10_600_000
+    hub.faults.stall_after["tokenizer.json"] = 10  # then silence: the client's read times out and retries
     out = tmp_path / "toy"
-    proc = run_cli("download", "org/toy", "--output", out, env=hub_env)
+    proc = run_cli("download", "org/toy", "--output", out, "--timeout", "2", env=hub_env)
     assert proc.returncode == 0, proc.stderr
     first, second = hub.gets("model.safetensors")
     assert first is None and second == f"bytes={10 * 1024 * 1024}-"  # continues after the last whole chunk
-    assert (out / "model.safetensors").read_bytes() == hub.repos["org/toy"].files["model.safetensors"]
+    assert len(hub.gets("tokenizer.json")) == 2
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (out / name).read_bytes() == hub.repos["org/toy"].files[name]
 
 
 def test_corrupted_file_is_caught_and_rerun_fetches_only_it(tmp_path, hub, hub_env):
@@ -126,8 +131,9 @@ def test_gated_and_private_repos_explain_the_token(tmp_path, hub_env):
     assert "private" in _error_line(proc) and "--token" in proc.stderr
 
 
-def test_hung_endpoint_fails_within_the_timeout(tmp_path, hub, hub_env):
-    hub.faults.hang = True
+@pytest.mark.parametrize("fault", ["hang", "hang_files"])
+def test_hung_endpoint_fails_within_the_timeout(tmp_path, hub, hub_env, fault):
+    setattr(hub.faults, fault, True)  # the whole server, or only file requests, never answer
     started = time.monotonic()
     proc = run_cli(
         "download",

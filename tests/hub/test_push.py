@@ -13,23 +13,31 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture
-def tuned(tmp_path: Path, hub, hub_env) -> Path:
-    """A downloaded base, a model trained from it (manifest with data + config) and an eval of it."""
+def tuned(tmp_path: Path, hub) -> Path:
+    """A base as `swiftkit download` records it, a model trained from it (data, config), and its eval."""
     runs = tmp_path / "runs"
     base = runs / "base"
-    run_cli(
-        "download",
-        "org/toy",
-        "--output",
+    base.mkdir(parents=True)
+    files = {
+        n: d for n, d in hub.repos["org/toy"].files.items() if n.endswith((".json", ".jinja", ".safetensors"))
+    }
+    for name, data in files.items():
+        (base / name).write_bytes(data)
+    write_manifest(
         base,
-        "--include",
-        "*.json",
-        "--include",
-        "*.jinja",
-        "--include",
-        "*.safetensors",
-        env=hub_env,
-        check=True,
+        Manifest(
+            kind="model",
+            stage="download",
+            parents=["org/toy@c0ffee"],
+            source={
+                "hub": "hf",
+                "id": "org/toy",
+                "revision": "main",
+                "commit": "c0ffee",
+                "files": {},
+                "verification": {"passed": True},
+            },
+        ),
     )
     tuned = runs / "tuned"
     shutil.copytree(base, tuned)
