@@ -172,7 +172,7 @@ def resolve_model_ref(ref: str | Path) -> ModelRef:
         if HUB_ID.match(text) and not text.startswith((".", "/", "~")):
             path = _fetch_from_hub(text)
         else:
-            raise ArtifactError(f"model not found: {text}", "give an artifact directory, a local HF model directory, or a hub id like org/name")
+            raise ArtifactError(f"model not found: {text}", "give an artifact dir, a local HF model dir, or a hub id like org/name")
     path = path.resolve()
     if not path.is_dir():
         raise ArtifactError(f"model reference is not a directory: {path}")
@@ -199,7 +199,7 @@ def _fetch_from_hub(ref: str) -> Path:
     try:
         from swiftkit.hub import ensure_local
     except ImportError:
-        raise NotBuiltYet(f"{ref} looks like a hub id, but hub download is not built yet", "download it and pass the local directory") from None
+        raise NotBuiltYet(f"{ref} looks like a hub id, but hub download is not built yet", "pass a local directory") from None
     return ensure_local(ref)
 
 

@@ -12,7 +12,6 @@ import inspect
 import os
 import sys
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ import click
 import typer
 from pydantic.fields import FieldInfo
 
-from swiftkit.config import StageConfig, build_config, read_yaml
+from swiftkit.config import CommandConfig, build_config, read_yaml
 from swiftkit.console import console
 from swiftkit.errors import NotBuiltYet, SwiftkitError
 
@@ -33,6 +32,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 _debug = {"on": False}
+# command name -> (config class, "module:function"): the same table recipes use to run stages.
+STAGES: dict[str, tuple[type[CommandConfig], str]] = {}
 
 
 @app.callback()
@@ -52,8 +53,16 @@ def _cli_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
     return annotation, {}
 
 
+def _extra(info: FieldInfo) -> dict[str, Any]:
+    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+
+
+def _is_positional(info: FieldInfo) -> bool:
+    return bool(_extra(info).get("positional"))
+
+
 def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
-    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    extra = _extra(info)
     cli_type, kwargs = _cli_type(info.annotation)
     default = None if info.is_required() else info.get_default(call_default_factory=True)
     if default == []:
@@ -69,23 +78,23 @@ def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     kind = inspect.Parameter.KEYWORD_ONLY
     if info.is_required() and extra.get("positional"):
         return inspect.Parameter(name, kind, annotation=Annotated[cli_type, marker])
-    return inspect.Parameter(name, kind, default=default, annotation=Annotated[Any if default is None and cli_type is Any else cli_type, marker])
+    return inspect.Parameter(name, kind, default=default, annotation=Annotated[cli_type, marker])
 
 
 def stage_command(
-    name: str, config_cls: type[StageConfig], run_target: str, help: str, parent: typer.Typer = app
+    name: str, config_cls: type[CommandConfig], run_target: str, help: str, parent: typer.Typer = app
 ) -> None:
     """Register `swiftkit NAME`: flags from `config_cls`, then `run_target` ('module:function')."""
+    STAGES[name] = (config_cls, run_target)
     params = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter(
             "config", inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[Path | None, typer.Option("--config", help="YAML file with the same fields as the flags (flags override it).")],
+            annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of the same fields (flags override it).")],
         ),
     ]
-    fields = {n: i for n, i in config_cls.model_fields.items()}
     # Positional arguments first, in declaration order, then options.
-    ordered = sorted(fields.items(), key=lambda kv: not (isinstance(kv[1].json_schema_extra, dict) and kv[1].json_schema_extra.get("positional")))
+    ordered = sorted(config_cls.model_fields.items(), key=lambda kv: not _is_positional(kv[1]))
     params += [_parameter(n, i) for n, i in ordered]
 
     def command(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
@@ -96,13 +105,17 @@ def stage_command(
         }
         file_values = read_yaml(config) if config else {}
         cfg = build_config(config_cls, file_values, given, source="options")
-        module, func = run_target.split(":")
-        getattr(importlib.import_module(module), func)(cfg)
+        run_stage(run_target, cfg)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = help
     parent.command(name, help=help)(command)
+
+
+def run_stage(run_target: str, cfg: CommandConfig) -> Any:
+    module, func = run_target.split(":")
+    return getattr(importlib.import_module(module), func)(cfg)
 
 
 def not_built(name: str, issue: str, help: str) -> None:
@@ -115,16 +128,16 @@ def not_built(name: str, issue: str, help: str) -> None:
 
 
 def _register() -> None:
-    from swiftkit.hub.config import DownloadConfig, ModelsConfig, PushConfig
     from swiftkit.eval.config import CompareConfig, EvalConfig
+    from swiftkit.hub.config import DownloadConfig, ModelsConfig, PushConfig
     from swiftkit.info import InfoConfig
     from swiftkit.quant.config import QuantizeConfig
     from swiftkit.toy import ToyConfig
     from swiftkit.train.config import DPOConfig, MergeConfig, SFTConfig
 
-    stage_command("toy", ToyConfig, "swiftkit.toy:run", "Build the offline toy model (Qwen2 architecture, own BPE tokenizer, briefly pre-trained).")
+    stage_command("toy", ToyConfig, "swiftkit.toy:run", "Build the offline toy model (Qwen2 architecture, own tokenizer, briefly pre-trained).")
     stage_command("sft", SFTConfig, "swiftkit.train.sft:run", "Supervised fine-tuning: LoRA (default), QLoRA or full, on TRL's SFTTrainer.")
-    stage_command("dpo", DPOConfig, "swiftkit.train.dpo:run", "Preference training (DPO and the losses TRL offers) on a base or SFT artifact.")
+    stage_command("dpo", DPOConfig, "swiftkit.train.dpo:run", "Preference training (DPO and other TRL losses) on a base or SFT artifact.")
     stage_command("merge", MergeConfig, "swiftkit.train.merge:run", "Merge a LoRA adapter (or adapter chain) into its base, verified.")
     stage_command("quantize", QuantizeConfig, "swiftkit.quant.quantize:run", "Quantize a model (GPTQ, AWQ, bitsandbytes) and verify the written checkpoint.")
     stage_command("info", InfoConfig, "swiftkit.info:run", "Show an artifact's lineage back to the base model, with eval results.")
@@ -136,12 +149,17 @@ def _register() -> None:
     from swiftkit.serve.config import ServeConfig
 
     stage_command("serve", ServeConfig, "swiftkit.serve.server:run", "OpenAI-compatible HTTP server with a continuous-batching engine.")
+    from swiftkit.recipes import RecipeCopyConfig, RecipeListConfig, RunConfig
+
+    stage_command("run", RunConfig, "swiftkit.recipes:run", "Run a recipe: chained stages, cached by fingerprint, with @stage references.")
+    recipe_app = typer.Typer(help="List or copy bundled recipes.", no_args_is_help=True)
+    stage_command("list", RecipeListConfig, "swiftkit.recipes:list_recipes", "List bundled recipes.", parent=recipe_app)
+    stage_command("cp", RecipeCopyConfig, "swiftkit.recipes:copy_recipe", "Copy a bundled recipe to edit.", parent=recipe_app)
+    app.add_typer(recipe_app, name="recipe")
     for name, issue, help in (
         ("infer", "serve issue", "Batch inference over a prompts file."),
         ("chat", "serve issue", "Interactive terminal chat."),
         ("bench", "serve issue", "Benchmarks."),
-        ("run", "recipes issue", "Run a recipe YAML of chained stages."),
-        ("recipe", "recipes issue", "List or copy bundled recipes."),
     ):
         not_built(name, issue, help)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from swiftkit.errors import SwiftkitError
 
-C = TypeVar("C", bound="StageConfig")
+C = TypeVar("C", bound="CommandConfig")
 
 
 def positional(default: Any = ..., description: str = "", **kwargs: Any) -> Any:
@@ -23,10 +23,14 @@ def positional(default: Any = ..., description: str = "", **kwargs: Any) -> Any:
     return Field(default, description=description, json_schema_extra={"positional": True}, **kwargs)
 
 
-class StageConfig(BaseModel):
-    """Fields every stage shares. See docs/contract.md for the shared flag table."""
+class CommandConfig(BaseModel):
+    """Options of a command that writes no artifact (info, run, recipe list, ...)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class StageConfig(CommandConfig):
+    """Fields every artifact-writing stage shares. See docs/contract.md for the shared flag table."""
 
     output: str | None = Field(None, description="Artifact directory to write (default: runs/<stage>-<time>).")
     seed: int = Field(42, description="Random seed.")

@@ -8,12 +8,12 @@ from pydantic import Field
 from rich.table import Table
 
 from swiftkit.artifacts import find_evals, lineage, read_manifest
-from swiftkit.config import StageConfig, positional
+from swiftkit.config import CommandConfig, positional
 from swiftkit.console import out
 from swiftkit.errors import ArtifactError
 
 
-class InfoConfig(StageConfig):
+class InfoConfig(CommandConfig):
     model: str = positional(description="Artifact directory.")
     search: list[str] = Field(default_factory=list, description="Extra folders to search for eval artifacts.")
     json_output: bool = Field(False, description="Print the manifest chain as JSON.")

@@ -1,12 +1,18 @@
 """`swiftkit toy`: a small Qwen2-architecture model built offline, deterministically, for demos and tests.
 
 A randomly initialised model cannot be taught anything by LoRA (FEASIBILITY.md), so the toy is
-pre-trained briefly (full parameters) on synthetic arithmetic text ("37 + 45 = 82"). It never sees
-the chat format: the base scores near zero on chat-formatted questions, and SFT has to teach the
-format while reusing the skill. One tenth of all operand pairs are held out of pre-training *and*
-of the task data given to SFT/DPO, so evaluation on them measures generalisation, not recall.
+pre-trained briefly (full parameters) on synthetic comparison text ("the larger of 37 and 45 is 45").
+Comparison was chosen over addition because it is learnable in this budget: measured on an H100 with
+this architecture (docs/benchmarks.md), held-out accuracy reached 98 % after 400 steps for
+comparison but only 11 % after 1,000 steps for two-digit addition.
 
-The artifact carries the task data in `task/` (sft.jsonl, dpo.jsonl, heldout.jsonl, calib.txt).
+The toy never sees the chat format: the base scores near zero on chat-formatted questions, and SFT
+has to teach the format while reusing the skill. One tenth of all operand pairs are held out of
+pre-training *and* of the task data given to SFT/DPO, so evaluation on them measures
+generalisation, not recall.
+
+The artifact carries the task data in `task/`: sft.jsonl (chat), dpo.jsonl (preferences) from training
+pairs; heldout.jsonl (question/answer) and heldout_pref.jsonl (preferences) from held-out pairs; calib.txt.
 """
 
 from __future__ import annotations
@@ -49,14 +55,14 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 WORDS = (
-    "the a model learns numbers and words from text what is plus sum of equals answer question "
-    "add adds added total result compute calculate please tell me you I we it this that"
+    "the a model learns numbers and words from text what is larger smaller max min of and answer question "
+    "compare bigger greater result please tell me you I we it this that which"
 ).split()
 
 
 class ToyConfig(StageConfig):
     output: str | None = positional(None, description="Artifact directory (default: runs/toy-<time>).")
-    pretrain_steps: int = Field(1200, description="Full-parameter pre-training steps on synthetic arithmetic.")
+    pretrain_steps: int = Field(400, description="Full-parameter pre-training steps on synthetic comparison text.")
     hidden_size: int = Field(128, description="Hidden size (multiple of 128 for quantization groups).")
     layers: int = Field(4, description="Transformer layers.")
     vocab_size: int = Field(512, description="BPE vocabulary size.")
@@ -74,17 +80,34 @@ def _orient(pair: tuple[int, int], rng: random.Random) -> tuple[int, int]:
     return pair if rng.random() < 0.5 else (pair[1], pair[0])
 
 
-def pretrain_line(pair: tuple[int, int], rng: random.Random) -> str:
+PHRASINGS = ("max {a} {b} =", "the larger of {a} and {b} is", "larger of {a} and {b}:")
+
+
+def pretrain_example(pair: tuple[int, int], rng: random.Random) -> tuple[str, str]:
+    """(statement, answer) in one of a few plain phrasings; the answer is what the loss is on."""
     a, b = _orient(pair, rng)
-    return f"{a} + {b} = {a + b}\n"
+    return rng.choice(PHRASINGS).format(a=a, b=b), f" {max(a, b)}\n"
+
+
+def pretrain_line(pair: tuple[int, int], rng: random.Random) -> str:
+    return "".join(pretrain_example(pair, rng))
 
 
 def question(a: int, b: int) -> str:
-    return f"What is {a} + {b}?"
+    return f"What is the larger of {a} and {b}?"
+
+
+def _preference_row(a: int, b: int) -> dict:
+    """The preferred answer is the larger number; the rejected one is the classic slip, the smaller."""
+    return {
+        "prompt": [{"role": "user", "content": question(a, b)}],
+        "chosen": [{"role": "assistant", "content": str(max(a, b))}],
+        "rejected": [{"role": "assistant", "content": str(min(a, b))}],
+    }
 
 
 def write_task_data(task_dir: Path, train: list[tuple[int, int]], heldout: list[tuple[int, int]], seed: int) -> dict[str, int]:
-    """SFT / DPO data from train pairs; held-out questions and calibration text from neither set's answers."""
+    """SFT / DPO data and calibration text from train pairs; evaluation data from held-out pairs only."""
     rng = random.Random(seed + 1)
     task_dir.mkdir()
     sft_pairs = rng.sample(train, 2000)
@@ -93,19 +116,22 @@ def write_task_data(task_dir: Path, train: list[tuple[int, int]], heldout: list[
     with open(task_dir / "sft.jsonl", "w") as fh:
         for pair in sft_pairs:
             a, b = _orient(pair, rng)
-            fh.write(json.dumps({"messages": [{"role": "user", "content": question(a, b)}, {"role": "assistant", "content": str(a + b)}]}) + "\n")
+            fh.write(json.dumps({"messages": [{"role": "user", "content": question(a, b)}, {"role": "assistant", "content": str(max(a, b))}]}) + "\n")
             rows["sft"] += 1
     with open(task_dir / "dpo.jsonl", "w") as fh:
         for pair in dpo_pairs:
             a, b = _orient(pair, rng)
-            wrong = a + b + rng.choice([-11, -10, -1, 1, 10, 11])
-            fh.write(json.dumps({"prompt": [{"role": "user", "content": question(a, b)}], "chosen": [{"role": "assistant", "content": str(a + b)}], "rejected": [{"role": "assistant", "content": str(wrong)}]}) + "\n")
+            if a == b:
+                continue
+            fh.write(json.dumps(_preference_row(a, b)) + "\n")
             rows["dpo"] += 1
-    with open(task_dir / "heldout.jsonl", "w") as fh:
+    with open(task_dir / "heldout.jsonl", "w") as fh, open(task_dir / "heldout_pref.jsonl", "w") as pref:
         for pair in heldout:
             a, b = _orient(pair, rng)
-            fh.write(json.dumps({"question": question(a, b), "answer": str(a + b), "a": a, "b": b}) + "\n")
+            fh.write(json.dumps({"question": question(a, b), "answer": str(max(a, b)), "a": a, "b": b}) + "\n")
             rows["heldout"] += 1
+            if a != b:
+                pref.write(json.dumps(_preference_row(a, b)) + "\n")
     calib = "".join(pretrain_line(p, rng) for p in rng.sample(train, 400))
     (task_dir / "calib.txt").write_text(calib)
     return rows
@@ -188,7 +214,7 @@ def run(cfg: ToyConfig) -> Path:
 
 
 def _pretrain(model, tokenizer, train_pairs, cfg: ToyConfig, rng: random.Random) -> float:
-    """Full-parameter causal-LM training on packed synthetic lines (a plain loop: faster than Trainer here)."""
+    """Full-parameter training on packed synthetic statements (a plain loop: faster than Trainer here)."""
     import torch
 
     seq_len, batch = 128, 32
@@ -200,18 +226,24 @@ def _pretrain(model, tokenizer, train_pairs, cfg: ToyConfig, rng: random.Random)
     with progress() as bar:
         task = bar.add_task("pre-training toy", total=cfg.pretrain_steps, info="")
         for _step in range(cfg.pretrain_steps):
-            stream: list[int] = []
-            while len(stream) < seq_len * batch:
-                text = pretrain_line(rng.choice(train_pairs), rng) if rng.random() < 0.9 else _filler_text(rng)
-                stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
-            ids = torch.tensor(stream[: seq_len * batch]).view(batch, seq_len)
-            out = model(input_ids=ids, labels=ids)
+            # Loss only on the answers: operands are random, so predicting them teaches nothing.
+            ids: list[int] = []
+            labels: list[int] = []
+            while len(ids) < seq_len * batch:
+                statement, answer = pretrain_example(rng.choice(train_pairs), rng)
+                s_ids = tokenizer(statement, add_special_tokens=False)["input_ids"]
+                a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [eos]
+                ids += s_ids + a_ids
+                labels += [-100] * len(s_ids) + a_ids
+            x = torch.tensor(ids[: seq_len * batch]).view(batch, seq_len)
+            y = torch.tensor(labels[: seq_len * batch]).view(batch, seq_len)
+            out = model(input_ids=x, labels=y)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            ema = out.loss.item() if ema is None else 0.95 * ema + 0.05 * out.loss.item()
+            ema = out.loss.item() if ema is None else 0.9 * ema + 0.1 * out.loss.item()
             bar.update(task, advance=1, info=f"loss {ema:.3f}")
     model.eval()
     console.log(f"pre-training done, loss {ema:.3f}")

@@ -1,0 +1,255 @@
+"""`swiftkit run RECIPE.yaml`: an ordered list of named stages, each a swiftkit command.
+
+A stage's keys are exactly its command's fields; `@NAME` / `@NAME/sub/path` refer to an earlier
+stage's output. A stage is skipped when its fingerprint (command, resolved config, and the
+fingerprints of the stages it refers to) matches the last successful run recorded in
+`<workdir>/.recipe-state.json` and its artifact is still there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from rich.table import Table
+
+from swiftkit.artifacts import MANIFEST, read_manifest
+from swiftkit.config import CommandConfig, build_config, positional, read_yaml
+from swiftkit.console import console, out
+from swiftkit.errors import SwiftkitError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+STATE_FILE = ".recipe-state.json"
+# Keys of a recipe stage that belong to the recipe, not to the command.
+STAGE_KEYS = ("name", "command")
+
+
+class RunConfig(CommandConfig):
+    recipe: str = positional(description="Recipe YAML file, or the name of a bundled recipe (see `swiftkit recipe list`).")
+    set: list[str] = Field(default_factory=list, description="Override a stage field: STAGE.FIELD=VALUE (YAML value).")
+    from_stage: str | None = Field(None, description="Re-run from this stage on, even if cached.", json_schema_extra={"flags": ["--from"]})
+    only: str | None = Field(None, description="Run only this stage (earlier outputs must exist).")
+    dry_run: bool = Field(False, description="Validate every stage's config and references, run nothing.")
+    workdir: str | None = Field(None, description="Where stage outputs go by default (default: runs/<recipe name>).")
+
+
+class RecipeListConfig(CommandConfig):
+    pass
+
+
+class RecipeCopyConfig(CommandConfig):
+    name: str = positional(description="Bundled recipe name.")
+    dest: str = positional(description="Where to write your copy.")
+    overwrite: bool = Field(False, description="Replace an existing file at DEST.")
+
+
+def find_recipe(ref: str) -> Path:
+    path = Path(ref)
+    if path.is_file():
+        return path
+    bundled = RECIPES_DIR / (ref if ref.endswith(".yaml") else f"{ref}.yaml")
+    if bundled.is_file():
+        return bundled
+    raise SwiftkitError(f"recipe not found: {ref}", "give a YAML path or a name from `swiftkit recipe list`")
+
+
+def load_recipe(path: Path, overrides: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    raw = read_yaml(path)
+    stages = raw.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise SwiftkitError(f"{path}: a recipe needs a non-empty `stages:` list")
+    seen: set[str] = set()
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict) or "name" not in stage or "command" not in stage:
+            raise SwiftkitError(f"{path}: stage {i + 1} needs `name:` and `command:`")
+        if stage["name"] in seen:
+            raise SwiftkitError(f"{path}: stage name `{stage['name']}` is used twice")
+        seen.add(stage["name"])
+    for item in overrides:
+        _apply_override(stages, item)
+    return str(raw.get("name") or path.stem), stages
+
+
+def _apply_override(stages: list[dict[str, Any]], item: str) -> None:
+    import yaml
+
+    key, sep, value = item.partition("=")
+    stage_name, dot, field = key.partition(".")
+    if not sep or not dot:
+        raise SwiftkitError(f"bad --set {item!r}", "use --set STAGE.FIELD=VALUE, e.g. --set sft.max_steps=10")
+    for stage in stages:
+        if stage["name"] == stage_name:
+            stage[field.replace("-", "_")] = yaml.safe_load(value)
+            return
+    raise SwiftkitError(f"--set {item!r}: no stage named `{stage_name}`")
+
+
+def resolve_refs(value: Any, outputs: dict[str, Path], stage: str) -> Any:
+    """Replace `@NAME` / `@NAME/sub/path` strings (also inside lists) by earlier stages' paths."""
+    if isinstance(value, list):
+        return [resolve_refs(v, outputs, stage) for v in value]
+    if isinstance(value, str) and value.startswith("@"):
+        name, _, sub = value[1:].partition("/")
+        if name not in outputs:
+            raise SwiftkitError(f"stage `{stage}` refers to `@{name}`, which is not an earlier stage of the recipe")
+        return str(outputs[name] / sub) if sub else str(outputs[name])
+    return value
+
+
+def referenced(value: Any) -> set[str]:
+    if isinstance(value, list):
+        return set().union(*(referenced(v) for v in value)) if value else set()
+    if isinstance(value, str) and value.startswith("@"):
+        return {value[1:].split("/")[0]}
+    return set()
+
+
+def run(cfg: RunConfig) -> dict[str, Path]:
+    from swiftkit.cli import STAGES, run_stage
+
+    path = find_recipe(cfg.recipe)
+    name, stages = load_recipe(path, cfg.set)
+    workdir = Path(cfg.workdir or Path("runs") / name)
+    names = [s["name"] for s in stages]
+    for flag, value in (("--from", cfg.from_stage), ("--only", cfg.only)):
+        if value and value not in names:
+            raise SwiftkitError(f"{flag} {value}: no such stage (stages: {', '.join(names)})")
+    state_file = workdir / STATE_FILE
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    outputs: dict[str, Path] = {}
+    fingerprints: dict[str, str] = {}
+    forced = False
+    report: list[tuple[str, str, str, str]] = []
+    for stage in stages:
+        sname, command = stage["name"], stage["command"]
+        if command not in STAGES:
+            raise SwiftkitError(f"stage `{sname}`: unknown command `{command}`", f"commands: {', '.join(sorted(STAGES))}")
+        config_cls, target = STAGES[command]
+        fields = {k: v for k, v in stage.items() if k not in STAGE_KEYS}
+        if "output" in config_cls.model_fields:
+            fields.setdefault("output", str(workdir / sname))
+        resolved = {k: resolve_refs(v, outputs, sname) for k, v in fields.items()}
+        fingerprint = _fingerprint(command, resolved, [fingerprints[r] for r in sorted(referenced(list(fields.values())))])
+        fingerprints[sname] = fingerprint
+        output = Path(resolved["output"]) if resolved.get("output") else None
+        if output is not None:
+            outputs[sname] = output.resolve()
+        forced = forced or cfg.from_stage == sname
+        cached = (
+            output is not None and state.get(sname) == fingerprint and (output / MANIFEST).is_file() and not forced
+        )
+        if "overwrite" in config_cls.model_fields and not cached:
+            resolved["overwrite"] = True  # the recipe owns its stage outputs
+        stage_cfg = build_config(config_cls, resolved, source=f"stage `{sname}` ({command})")
+        if cfg.dry_run:
+            report.append((sname, command, "valid", str(output or "-")))
+            continue
+        if cfg.only and cfg.only != sname:
+            if output is not None and not (output / MANIFEST).is_file():
+                raise SwiftkitError(f"--only {cfg.only}: earlier stage `{sname}` has no artifact at {output}", "run the recipe without --only first")
+            report.append((sname, command, "not run", str(output or "-")))
+            continue
+        if cached:
+            console.log(f"[dim]stage {sname}: unchanged, using {output}[/]")
+            report.append((sname, command, "cached", str(output)))
+            continue
+        console.rule(f"[bold]stage {sname}[/] ({command})")
+        started = time.time()
+        try:
+            run_stage(target, stage_cfg)
+        except SwiftkitError as exc:
+            raise SwiftkitError(f"stage `{sname}` ({command}) failed: {exc.message}", exc.hint or "earlier stages' artifacts are kept; fix and re-run (cached stages are skipped)") from None
+        if output is not None:
+            state[sname] = fingerprint
+            workdir.mkdir(parents=True, exist_ok=True)
+            state_file.write_text(json.dumps(state, indent=2))
+        report.append((sname, command, f"ran {time.time() - started:.0f}s", str(output or "-")))
+    _print_report(name, report)
+    if not cfg.dry_run:
+        print_effects(stages, outputs)
+    return outputs
+
+
+def _fingerprint(command: str, resolved: dict[str, Any], upstream: list[str]) -> str:
+    payload = json.dumps({"command": command, "config": resolved, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _print_report(name: str, report: list[tuple[str, str, str, str]]) -> None:
+    table = Table(title=f"recipe {name}", title_justify="left")
+    for col in ("stage", "command", "status", "artifact"):
+        table.add_column(col)
+    for row in report:
+        table.add_row(*row)
+    out.print(table)
+
+
+def print_effects(stages: list[dict[str, Any]], outputs: dict[str, Path]) -> None:
+    """One table of each model stage's effect, read back from the artifacts' manifests."""
+    from swiftkit.artifacts import find_evals
+
+    rows = []
+    columns: dict[str, None] = {}
+    for stage in stages:
+        output = outputs.get(stage["name"])
+        manifest = read_manifest(output) if output and output.is_dir() else None
+        if manifest is None or manifest.kind == "eval":
+            continue
+        cells: dict[str, str] = {}
+        for _, evaluation in find_evals(output, [output.parent]):
+            for task, score in (evaluation.metrics.get("scores") or {}).items():
+                if isinstance(score, (int, float)):
+                    cells[task] = f"{score:.3f}"
+        size = _weights_size(output)
+        if size:
+            cells["size"] = f"{size / 1e6:.2f} MB"
+        verification = (manifest.quantization or {}).get("verification") or {}
+        for key in ("perplexity", "ppl"):
+            if key in verification:
+                cells["perplexity"] = f"{verification[key]:.3f}"
+        if "tokens_per_second" in manifest.metrics:
+            cells["tok/s"] = f"{manifest.metrics['tokens_per_second']:.0f}"
+        columns.update(dict.fromkeys(cells))
+        rows.append((stage["name"], manifest.stage, cells))
+    if not rows:
+        return
+    table = Table(title="effect of each stage", title_justify="left")
+    table.add_column("stage")
+    table.add_column("kind")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for sname, kind, cells in rows:
+        table.add_row(sname, kind, *(cells.get(c, "") for c in columns))
+    out.print(table)
+
+
+def _weights_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
+
+
+def list_recipes(cfg: RecipeListConfig) -> list[str]:
+    table = Table(title=f"bundled recipes ({RECIPES_DIR})", title_justify="left")
+    table.add_column("name")
+    table.add_column("description")
+    names = []
+    for file in sorted(RECIPES_DIR.glob("*.yaml")):
+        raw = read_yaml(file)
+        names.append(file.stem)
+        table.add_row(file.stem, str(raw.get("description", "")).strip().splitlines()[0] if raw.get("description") else "")
+    out.print(table)
+    return names
+
+
+def copy_recipe(cfg: RecipeCopyConfig) -> Path:
+    source = find_recipe(cfg.name)
+    dest = Path(cfg.dest)
+    if dest.exists() and not cfg.overwrite:
+        raise SwiftkitError(f"{dest} exists", "pass --overwrite or choose another path")
+    shutil.copyfile(source, dest)
+    console.print(f"copied {source.name} to {dest}; edit it and run `swiftkit run {dest}`")
+    return dest
