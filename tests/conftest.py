@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -33,8 +34,12 @@ def toy_model() -> Path:
     """The toy model artifact (built with default settings, cached under .cache/toy-<hash>)."""
     digest = hashlib.sha256((ROOT / "swiftkit" / "toy.py").read_bytes()).hexdigest()[:12]
     path = ROOT / ".cache" / f"toy-{digest}"
-    if not (path / "swiftkit.json").is_file():
-        run_cli("toy", path, "--overwrite", check=True, timeout=1800)
+    path.parent.mkdir(exist_ok=True)
+    # Several pytest processes (xdist, parallel sessions) may ask at once: one builds, the rest wait.
+    with open(path.parent / f".toy-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / "swiftkit.json").is_file():
+            run_cli("toy", path, "--overwrite", check=True, timeout=1800)
     return path
 
 
