@@ -25,9 +25,7 @@ class RichProgress(TrainerCallback):
             return
         self.bar = progress()
         self.bar.start()
-        self.task = self.bar.add_task(
-            self.description, total=state.max_steps, completed=state.global_step, info=""
-        )
+        self.task = self.bar.add_task(self.description, total=state.max_steps, completed=state.global_step, info="")
         self.started = time.time()
         # On resume, tokens seen before the interruption must not inflate tokens/s.
         self.tokens_at_start = state.num_input_tokens_seen
@@ -39,9 +37,7 @@ class RichProgress(TrainerCallback):
         tokens = state.num_input_tokens_seen - self.tokens_at_start
         if tokens:
             self.info["tok/s"] = f"{tokens / elapsed:,.0f}"
-        self.bar.update(
-            self.task, completed=state.global_step, info="  ".join(f"{k} {v}" for k, v in self.info.items())
-        )
+        self.bar.update(self.task, completed=state.global_step, info="  ".join(f"{k} {v}" for k, v in self.info.items()))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key, label in (("loss", "loss"), ("learning_rate", "lr"), ("eval_loss", "eval")):

@@ -12,7 +12,14 @@ from typing import Any
 
 from swiftkit.artifacts import ModelRef, artifact_writer, default_output, partial_dir, read_manifest
 from swiftkit.console import console
-from swiftkit.data.dataset import Kind, TrainingData, drop_overlength, load_training_data, resolve_template
+from swiftkit.data.dataset import (
+    Kind,
+    TrainingData,
+    drop_overlength,
+    load_training_data,
+    resolve_template,
+    split_eval,
+)
 from swiftkit.errors import ArtifactError, SwiftkitError
 from swiftkit.train import launch
 from swiftkit.train.config import TrainConfig
@@ -96,23 +103,37 @@ def quiet_workers() -> None:
         console.quiet = True
 
 
-def prepare_data(cfg: TrainConfig, mref: ModelRef, kind: Kind) -> tuple[Any, TrainingData]:
-    """The tokenizer (with --template applied) and the data, normalised and length-checked.
-
-    Runs before the artifact folder exists, so bad data leaves nothing behind at --output.
+def prepare_data(cfg: TrainConfig, mref: ModelRef, kind: Kind) -> tuple[Any, TrainingData, TrainingData | None]:
+    """The tokenizer (with --template applied), the training data and the --eval-data, normalised and
+    length-checked. Runs before the artifact folder exists, so bad data leaves nothing behind at --output.
     """
     from swiftkit.loading import load_tokenizer
 
     data = load_training_data(cfg.data, kind, cfg.columns, cfg.seed)
+    held = load_training_data(cfg.eval_data, kind, cfg.columns, cfg.seed) if cfg.eval_data else None
     tokenizer = load_tokenizer(mref, cfg.trust_remote_code)
     template = resolve_template(cfg.template)
     if template:
         tokenizer.chat_template = template
     if not tokenizer.chat_template:
-        raise SwiftkitError(
-            f"{mref.ref} has no chat template", "pass --template FILE (a Jinja chat template)"
-        )
-    return tokenizer, drop_overlength(data, tokenizer, cfg.max_length, kind)
+        raise SwiftkitError(f"{mref.ref} has no chat template", "pass --template FILE (a Jinja chat template)")
+    data = drop_overlength(data, tokenizer, cfg.max_length, kind)
+    return tokenizer, data, drop_overlength(held, tokenizer, cfg.max_length, kind) if held else None
+
+
+def split(cfg: TrainConfig, data: TrainingData, held: TrainingData | None) -> tuple[list[dict], list[dict]]:
+    """(train rows, eval rows): --eval-data when given, else a seeded --eval-split of the data."""
+    if held is not None:
+        return data.rows, held.rows
+    return split_eval(data.rows, cfg.eval_split, cfg.seed)
+
+
+def data_entry(data: TrainingData, held: TrainingData | None) -> dict[str, Any]:
+    """The manifest's `data` block, with the held-out set's own entry when one was given."""
+    entry = data.manifest_entry()
+    if held is not None:
+        entry["eval"] = held.manifest_entry()
+    return entry
 
 
 def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
@@ -128,9 +149,7 @@ def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
     if importlib.util.find_spec("bitsandbytes") is None:
         raise SwiftkitError("--method qlora needs bitsandbytes", "pip install 'swiftkit[qlora]'")
     if mref.is_quantized:
-        raise SwiftkitError(
-            f"{mref.path} is already quantized", "qlora quantizes a full-precision model itself"
-        )
+        raise SwiftkitError(f"{mref.path} is already quantized", "qlora quantizes a full-precision model itself")
     source = mref.base_path
     if mref.adapters:
         # Merge the chain in full precision, then quantize that: merging into 4-bit weights degrades them.
@@ -144,9 +163,7 @@ def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
         bnb_4bit_compute_dtype=dtype,
         bnb_4bit_use_double_quant=True,
     )
-    model = AutoModelForCausalLM.from_pretrained(
-        source, quantization_config=bnb, dtype=dtype, trust_remote_code=cfg.trust_remote_code
-    )
+    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=bnb, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     # bitsandbytes repacks 4-bit weights for its CPU inference kernel on the first no-grad eval-mode
     # forward (our eval-before-training); that kernel's in-place bias add then breaks backward
     # ("a view of a leaf Variable ... in-place"). Keep the training layout.

@@ -22,9 +22,7 @@ class ModelStageConfig(StageConfig):
 class TrainConfig(ModelStageConfig):
     """Fields shared by sft and dpo."""
 
-    data: list[str] = Field(
-        ..., description="Data: .jsonl/.json/.csv/.parquet file or dataset id (hf:/ms:); SRC#N takes N rows."
-    )
+    data: list[str] = Field(..., description="Data: .jsonl/.json/.csv/.parquet file or dataset id (hf:/ms:); SRC#N takes N rows.")
     columns: list[str] = Field(default_factory=list, description="Column map OURS=THEIRS (prompt=question).")
     template: str | None = Field(None, description="Chat template (file or Jinja text) to use instead.")
     max_length: int = Field(1024, description="Max tokens per example; longer rows are skipped (counted).")
@@ -38,10 +36,9 @@ class TrainConfig(ModelStageConfig):
     lora_r: int = Field(16, description="LoRA rank.")
     lora_alpha: int = Field(32, description="LoRA alpha.")
     lora_dropout: float = Field(0.0, description="LoRA dropout.")
-    lora_targets: list[str] = Field(
-        default_factory=lambda: ["all-linear"], description="LoRA target modules (all-linear, or names)."
-    )
+    lora_targets: list[str] = Field(default_factory=lambda: ["all-linear"], description="LoRA target modules (all-linear, or names).")
     eval_split: float = Field(0.05, description="Fraction of rows held out for evaluation (0 disables).")
+    eval_data: list[str] = Field(default_factory=list, description="Held-out data (as --data); replaces --eval-split.")
     eval_steps: int = Field(0, description="Evaluate every N steps (0: at the end only).")
     save_steps: int = Field(0, description="Checkpoint every N steps (0: no intermediate checkpoints).")
     logging_steps: int = Field(5, description="Log every N steps.")

@@ -15,7 +15,6 @@ from typing import Any
 
 from swiftkit.artifacts import Manifest, partial_dir, resolve_model_ref, write_manifest
 from swiftkit.console import summary
-from swiftkit.data.dataset import split_eval
 from swiftkit.errors import SwiftkitError
 from swiftkit.train import common, launch
 from swiftkit.train.config import DPOConfig
@@ -57,7 +56,8 @@ def _train(cfg: DPOConfig) -> None:
     started = time.time()
     mref = resolve_model_ref(cfg.model)
     # Data before the heavy imports and before the artifact folder: bad input fails fast, leaving nothing.
-    tokenizer, data = common.prepare_data(cfg, mref, "preference")
+    tokenizer, data, held = common.prepare_data(cfg, mref, "preference")
+    train_rows, eval_rows = common.split(cfg, data, held)
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
@@ -74,10 +74,7 @@ def _train(cfg: DPOConfig) -> None:
         # Full fine-tuning needs an explicit frozen reference: left to itself TRL would reload the
         # model's config path, i.e. the pre-SFT base.
         ref_model = common.load_for_training(cfg, mref, scratch) if cfg.method == "full" else None
-        train_rows, eval_rows = split_eval(data.rows, cfg.eval_split, cfg.seed)
-        args = TRLDPOConfig(
-            **common.trainer_args(cfg, tmp, bool(eval_rows)), beta=cfg.beta, loss_type=[cfg.loss_type]
-        )
+        args = TRLDPOConfig(**common.trainer_args(cfg, tmp, bool(eval_rows)), beta=cfg.beta, loss_type=[cfg.loss_type])
         trainer = DPOTrainer(
             model=model,
             ref_model=ref_model,
@@ -88,9 +85,7 @@ def _train(cfg: DPOConfig) -> None:
             peft_config=common.lora_config(cfg),
         )
         common.prepare_trainer(trainer, f"dpo ({cfg.loss_type}, {cfg.method})")
-        score = (
-            eval_rows and cfg.distributed == "ddp"
-        )  # own forward passes don't fit sharded (fsdp/zero-3) models
+        score = eval_rows and cfg.distributed == "ddp"  # own forward passes don't fit sharded (fsdp/zero-3) models
         before = {
             **(trainer.evaluate() if eval_rows else {}),
             **_prefixed(preference_scores(trainer.model, tokenizer, eval_rows) if score else {}),
@@ -114,7 +109,7 @@ def _train(cfg: DPOConfig) -> None:
             stage="dpo",
             **common.adapter_lineage(mref, cfg.method),
             config=cfg.model_dump(),
-            data=data.manifest_entry(),
+            data=common.data_entry(data, held),
             metrics=metrics,
             serving=serving_info(tokenizer, model),
         )
@@ -139,8 +134,7 @@ def _train(cfg: DPOConfig) -> None:
         rows.append(
             (
                 "reward margin / accuracy",
-                f"{metrics['eval_rewards/margins_after']:.3f} / "
-                f"{metrics['eval_rewards/accuracies_after']:.3f}",
+                f"{metrics['eval_rewards/margins_after']:.3f} / {metrics['eval_rewards/accuracies_after']:.3f}",
             )
         )
     summary(

@@ -36,8 +36,15 @@ def relaunch(command: str, cfg: StageConfig) -> None:
     """Run `swiftkit COMMAND <cfg as flags>` in cfg.nproc torchrun workers; rank 0 writes the artifact."""
     nproc = getattr(cfg, "nproc", 1)
     argv = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "swiftkit", command, *as_flags(cfg),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "swiftkit",
+        command,
+        *as_flags(cfg),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     code = subprocess.call(argv, env=env)

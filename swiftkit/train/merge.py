@@ -54,8 +54,7 @@ def run(cfg: MergeConfig) -> Path:
     quantization = base_quantization(mref)
     if quantization and not cfg.dequantize:
         raise SwiftkitError(
-            f"refusing to merge into quantized weights ({quantization}) of {mref.base_path}: "
-            "the merged model would silently degrade",
+            f"refusing to merge into quantized weights ({quantization}) of {mref.base_path}: the merged model would silently degrade",
             "merge into the full-precision base instead, or pass --dequantize to dequantize the base first",
         )
     dtype = base_dtype(mref.base_path) if cfg.dtype == "auto" else torch_dtype(cfg.dtype)
@@ -63,9 +62,7 @@ def run(cfg: MergeConfig) -> Path:
     tokenizer = load_tokenizer(mref, cfg.trust_remote_code)
 
     with artifact_writer(output, overwrite=cfg.overwrite) as tmp:
-        model = AutoModelForCausalLM.from_pretrained(
-            mref.base_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(mref.base_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
         if quantization:
             model = _dequantize(model, mref.base_path)
         for adapter in mref.adapters[:-1]:
@@ -78,17 +75,14 @@ def run(cfg: MergeConfig) -> Path:
         merged = model.merge_and_unload()
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        reloaded = AutoModelForCausalLM.from_pretrained(
-            tmp, dtype=dtype, trust_remote_code=cfg.trust_remote_code
-        ).eval()
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype, trust_remote_code=cfg.trust_remote_code).eval()
         with torch.no_grad():
             got = reloaded(**inputs).logits.float()
         keep = inputs["attention_mask"].bool()
         max_diff = float((got - expected).abs()[keep].max())
         if max_diff > cfg.tolerance:
             raise SwiftkitError(
-                f"merged model differs from base+adapter: max logit difference {max_diff:.3g} "
-                f"> --tolerance {cfg.tolerance}",
+                f"merged model differs from base+adapter: max logit difference {max_diff:.3g} > --tolerance {cfg.tolerance}",
                 "for bfloat16/float16 bases a larger --tolerance is expected; otherwise report this",
             )
         manifest = Manifest(
@@ -150,14 +144,10 @@ def _dequantize(model, path: Path):
     try:
         return model.dequantize()
     except Exception as exc:  # each quantization backend fails differently; one line for the user
-        raise SwiftkitError(
-            f"cannot dequantize {path}: {exc}", "merge into the original full-precision model instead"
-        ) from None
+        raise SwiftkitError(f"cannot dequantize {path}: {exc}", "merge into the original full-precision model instead") from None
 
 
 def probe_inputs(tokenizer):
-    texts = (
-        [tokenizer.apply_chat_template(m, tokenize=False) for m in PROBES] if tokenizer.chat_template else []
-    )
+    texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in PROBES] if tokenizer.chat_template else []
     texts.append(PLAIN_PROBE)
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)

@@ -12,9 +12,7 @@ def _ids(tokenizer, messages: Messages, **kwargs) -> list[int]:
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
-def completion_logps(
-    model, tokenizer, prompts: list[Messages], completions: list[Messages], batch_size: int = 16
-) -> list[float]:
+def completion_logps(model, tokenizer, prompts: list[Messages], completions: list[Messages], batch_size: int = 16) -> list[float]:
     """Sum of log p(completion tokens | prompt) per row; the completion starts where the rendered prompt
     (with generation prompt) stops being a prefix of the rendered conversation, as in TRL."""
     import torch

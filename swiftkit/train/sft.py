@@ -16,7 +16,6 @@ from swiftkit.artifacts import Manifest, partial_dir, resolve_model_ref, write_m
 from swiftkit.console import console, summary
 from swiftkit.data.dataset import (
     has_generation_markers,
-    split_eval,
 )
 from swiftkit.train import common, launch
 from swiftkit.train.config import SFTConfig
@@ -33,7 +32,7 @@ def _train(cfg: SFTConfig) -> None:
     started = time.time()
     mref = resolve_model_ref(cfg.model)
     # Data before the heavy imports and before the artifact folder: bad input fails fast, leaving nothing.
-    tokenizer, data = common.prepare_data(cfg, mref, "sft")
+    tokenizer, data, held = common.prepare_data(cfg, mref, "sft")
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
 
@@ -41,11 +40,12 @@ def _train(cfg: SFTConfig) -> None:
 
     common.quiet_workers()
     resume_from = common.last_checkpoint(partial_dir(cfg.output)) if cfg.resume else None
-    rows, loss_on = _loss_target(data.rows, cfg, tokenizer.chat_template)
+    train_rows, eval_rows = common.split(cfg, data, held)
+    loss_on = _loss_mode(cfg, tokenizer.chat_template)
+    train_rows, eval_rows = _as_loss_rows(train_rows, loss_on), _as_loss_rows(eval_rows, loss_on)
 
     with common.writer(cfg) as tmp:
         model = common.load_for_training(cfg, mref, tmp / "scratch" / f"rank{launch.rank()}")
-        train_rows, eval_rows = split_eval(rows, cfg.eval_split, cfg.seed)
         args = TRLSFTConfig(
             **common.trainer_args(cfg, tmp, bool(eval_rows)),
             packing=cfg.packing,
@@ -78,7 +78,7 @@ def _train(cfg: SFTConfig) -> None:
             stage="sft",
             **common.adapter_lineage(mref, cfg.method),
             config=cfg.model_dump(),
-            data=data.manifest_entry(),
+            data=common.data_entry(data, held),
             metrics=metrics,
             serving=serving_info(tokenizer, model),
         )
@@ -90,11 +90,7 @@ def _train(cfg: SFTConfig) -> None:
             ("rows", f"{len(train_rows)} train / {len(eval_rows)} eval"),
             ("steps", metrics["steps"]),
             ("train loss", metrics["train_loss"]),
-            *(
-                [("eval loss", f"{metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}")]
-                if eval_rows
-                else []
-            ),
+            *([("eval loss", f"{metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}")] if eval_rows else []),
             ("tokens/s", f"{metrics['tokens_per_second']:,.0f}"),
             ("time", f"{metrics['runtime_s']:.0f}s"),
         ],
@@ -120,26 +116,28 @@ def _recording_trainer(**kwargs):
     return trainer
 
 
-def _loss_target(
-    rows: list[dict[str, Any]], cfg: SFTConfig, template: str | None
-) -> tuple[list[dict[str, Any]], str]:
+def _loss_mode(cfg: SFTConfig, template: str | None) -> str:
     """Which tokens carry the loss: assistant turns (template with {% generation %}), else the last reply."""
     if not cfg.assistant_only_loss:
-        return rows, "all"
+        return "all"
     if has_generation_markers(template):
-        return rows, "assistant"
-    # TRL's assistant mask needs {% generation %} blocks; most hub templates lack them. Prompt/completion
-    # rows give the same masking for the final reply without touching the template.
+        return "assistant"
     console.print(
         "[yellow]warning:[/] the chat template has no {% generation %} markers: "
         "loss only on each row's last assistant reply"
     )
-    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows], "completion"
+    return "completion"
 
 
-def _metrics(
-    result, before: dict, after: dict, trainer, per_rank: list[list[str]], started: float
-) -> dict[str, Any]:
+def _as_loss_rows(rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, Any]]:
+    # TRL's assistant mask needs {% generation %} blocks; most hub templates lack them. Prompt/completion
+    # rows give the same masking for the final reply without touching the template.
+    if loss_on != "completion":
+        return rows
+    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+
+
+def _metrics(result, before: dict, after: dict, trainer, per_rank: list[list[str]], started: float) -> dict[str, Any]:
     train = result.metrics
     tokens = trainer.state.num_input_tokens_seen
     metrics: dict[str, Any] = {

@@ -18,7 +18,7 @@ DPO_STEPS, DPO_ROWS = 30, 300
 def manifest(path: Path) -> dict:
     found = read_manifest(path)
     assert found is not None, f"no manifest at {path}"
-    return json.loads(found.model_dump_json())
+    return json.loads(found.model_dump_json(exclude_none=True))
 
 
 @pytest.fixture(scope="session")
