@@ -156,10 +156,18 @@ def _register() -> None:
     stage_command("list", RecipeListConfig, "swiftkit.recipes:list_recipes", "List bundled recipes.", parent=recipe_app)
     stage_command("cp", RecipeCopyConfig, "swiftkit.recipes:copy_recipe", "Copy a bundled recipe to edit.", parent=recipe_app)
     app.add_typer(recipe_app, name="recipe")
+    from swiftkit.serve.config import InferConfig
+
+    stage_command("infer", InferConfig, "swiftkit.serve.infer:run", "Batch inference over a prompts file through the serving engine (resumable).")
+    from swiftkit.serve.config import ChatConfig
+
+    stage_command("chat", ChatConfig, "swiftkit.serve.chat:run", "Interactive terminal chat with streaming, history and /reset.")
+    from swiftkit.bench.config import BenchServeConfig
+
+    bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+    stage_command("serve", BenchServeConfig, "swiftkit.bench.serve:run", "Load-test an OpenAI endpoint: tok/s, req/s, TTFT and ITL percentiles (+ in-process baseline).", parent=bench)
+    app.add_typer(bench, name="bench", help="Benchmarks.")
     for name, issue, help in (
-        ("infer", "serve issue", "Batch inference over a prompts file."),
-        ("chat", "serve issue", "Interactive terminal chat."),
-        ("bench", "serve issue", "Benchmarks."),
     ):
         not_built(name, issue, help)
 

@@ -71,7 +71,8 @@ class Engine:
 
     def submit(self, req: Request) -> None:
         """Queue a request; raises QueueFull when the waiting queue is at its bound."""
-        if self.queue_depth() >= self.options.max_queue:
+        free = self.options.max_num_seqs - len(self.scheduler.running)
+        if self.queue_depth() >= self.options.max_queue + max(free, 0):
             raise QueueFull(f"the request queue is full ({self.options.max_queue} waiting)")
         if req.params.seed is not None:
             req.generator = torch.Generator().manual_seed(req.params.seed)
