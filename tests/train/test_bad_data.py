@@ -56,21 +56,8 @@ def test_overlength_rows_are_counted_and_skipped(toy_model, tmp_path):
     data = tmp_path / "mixed.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in [GOOD] * 8 + [long] * 2))
     out = tmp_path / "out"
-    proc = run_cli(
-        "sft",
-        "--model",
-        toy_model,
-        "--data",
-        data,
-        "--max-length",
-        64,
-        "--max-steps",
-        1,
-        "--eval-split",
-        "0",
-        "--output",
-        out,
-    )
+    flags = "--max-length 64 --max-steps 1 --eval-split 0"
+    proc = run_cli("sft", "--model", toy_model, "--data", data, *flags.split(), "--output", out)
     assert proc.returncode == 0, proc.stderr
     assert "skipped 2 of 10 rows longer than --max-length 64" in " ".join(proc.stderr.split())
     m = json.loads((out / "swiftkit.json").read_text())

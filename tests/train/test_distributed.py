@@ -9,24 +9,9 @@ from tests.train.conftest import manifest
 def test_two_processes_see_different_data(toy_model, tmp_path):
     out = tmp_path / "ddp"
     # 32 rows, 2 ranks x batch 2 x 4 steps: one pass, no padding duplicates from the distributed sampler.
-    run_cli(
-        "sft",
-        "--model",
-        toy_model,
-        "--data",
-        f"{toy_model}/task/sft.jsonl#32",
-        "--eval-split",
-        "0",
-        "--max-steps",
-        4,
-        "--batch-size",
-        2,
-        "--nproc",
-        2,
-        "--output",
-        out,
-        check=True,
-    )
+    data = f"{toy_model}/task/sft.jsonl#32"
+    flags = "--eval-split 0 --max-steps 4 --batch-size 2 --nproc 2"
+    run_cli("sft", "--model", toy_model, "--data", data, *flags.split(), "--output", out, check=True)
     m = manifest(out)
     dist = m["metrics"]["distributed"]
     assert dist["world_size"] == 2 and m["config"]["nproc"] == 2

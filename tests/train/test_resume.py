@@ -17,25 +17,8 @@ STEPS, SAVE = 30, 5
 
 
 def sft_args(toy_model, out) -> list[str]:
-    return [
-        "sft",
-        "--model",
-        str(toy_model),
-        "--data",
-        f"{toy_model}/task/sft.jsonl#200",
-        "--max-steps",
-        str(STEPS),
-        "--save-steps",
-        str(SAVE),
-        "--lr",
-        "2e-3",
-        "--batch-size",
-        "4",
-        "--eval-split",
-        "0",
-        "--output",
-        str(out),
-    ]
+    flags = f"--max-steps {STEPS} --save-steps {SAVE} --lr 2e-3 --batch-size 4 --eval-split 0"
+    return ["sft", "--model", str(toy_model), "--data", f"{toy_model}/task/sft.jsonl#200", *flags.split(), "--output", str(out)]
 
 
 def test_killed_run_resumes_to_the_same_weights(toy_model, tmp_path):

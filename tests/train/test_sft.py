@@ -15,6 +15,7 @@ from tests.train.heldout import heldout_scores
 # correct answer to unseen questions must rise by at least this many nats over the base model.
 LOSS_DROP = 0.3
 LOGP_GAIN = 1.0
+EXACT_GAIN = 0.25  # greedy exact match on held-out questions, absolute
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +23,19 @@ def base_scores(toy_model: Path) -> dict[str, float]:
     return heldout_scores(toy_model, toy_model)
 
 
-def check_learned(out: Path, toy_model: Path, base_scores: dict[str, float]) -> dict:
+def check_learned(out: Path, toy_model: Path, base_scores: dict[str, float], min_exact_gain: float = 0.0) -> dict:
     m = manifest(out)
     metrics = m["metrics"]
     assert metrics["eval_loss_after"] < (1 - LOSS_DROP) * metrics["eval_loss_before"], metrics
     scores = heldout_scores(out, toy_model)
     assert scores["answer_logp"] > base_scores["answer_logp"] + LOGP_GAIN, (scores, base_scores)
-    assert scores["exact_match"] >= base_scores["exact_match"]
+    assert scores["exact_match"] >= base_scores["exact_match"] + min_exact_gain, (scores, base_scores)
     return m
 
 
 def test_lora_sft_learns_the_heldout_task(toy_model, sft_adapter, base_scores):
-    m = check_learned(sft_adapter, toy_model, base_scores)
+    # The session adapter trains long enough to answer unseen questions right, not only to move the loss.
+    m = check_learned(sft_adapter, toy_model, base_scores, min_exact_gain=EXACT_GAIN)
     assert m["kind"] == "adapter" and m["stage"] == "sft"
     assert m["base_model"] == str(toy_model) and m["parents"] == [str(toy_model)] and m["adapter_chain"] == []
     assert m["data"]["rows"] > 0 and len(m["data"]["fingerprint"]) == 64
@@ -44,55 +46,24 @@ def test_lora_sft_learns_the_heldout_task(toy_model, sft_adapter, base_scores):
     assert "checkpoints" not in files  # resumable state does not ship in the artifact
 
 
+SHORT_RUN = "--max-steps 40 --batch-size 8 --eval-split 0.1"
+
+
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes not installed")
 def test_qlora_sft_learns(toy_model, train_dir, base_scores):
     out = train_dir / "sft-qlora"
-    run_cli(
-        "sft",
-        "--model",
-        toy_model,
-        "--method",
-        "qlora",
-        "--data",
-        f"{toy_model}/task/sft.jsonl#400",
-        "--max-steps",
-        40,
-        "--lr",
-        "3e-3",
-        "--batch-size",
-        8,
-        "--eval-split",
-        "0.1",
-        "--output",
-        out,
-        check=True,
-    )
+    data = f"{toy_model}/task/sft.jsonl#400"
+    run_cli("sft", "--model", toy_model, "--method", "qlora", "--data", data, "--lr", "3e-3", *SHORT_RUN.split(),
+            "--output", out, check=True)
     m = check_learned(out, toy_model, base_scores)
     assert m["kind"] == "adapter" and m["config"]["method"] == "qlora"
 
 
 def test_full_sft_writes_a_model_that_learned(toy_model, train_dir, base_scores):
     out = train_dir / "sft-full"
-    run_cli(
-        "sft",
-        "--model",
-        toy_model,
-        "--method",
-        "full",
-        "--data",
-        f"{toy_model}/task/sft.jsonl#400",
-        "--max-steps",
-        40,
-        "--lr",
-        "5e-4",
-        "--batch-size",
-        8,
-        "--eval-split",
-        "0.1",
-        "--output",
-        out,
-        check=True,
-    )
+    data = f"{toy_model}/task/sft.jsonl#400"
+    run_cli("sft", "--model", toy_model, "--method", "full", "--data", data, "--lr", "5e-4", *SHORT_RUN.split(),
+            "--output", out, check=True)
     m = check_learned(out, toy_model, base_scores)
     assert m["kind"] == "model" and m["parents"] == [str(toy_model)] and "base_model" not in m
     assert (out / "model.safetensors").is_file() and (out / "generation_config.json").is_file()
