@@ -220,18 +220,28 @@ def lineage(ref: str | Path) -> list[tuple[Path, Manifest | None]]:
 
 
 def find_evals(model_dir: str | Path, search: list[Path] | None = None) -> list[tuple[Path, Manifest]]:
-    """Eval artifacts that point at `model_dir` (searched beside it and in extra folders)."""
+    """Eval artifacts that point at `model_dir` (searched beside it and in extra folders, one level deep)."""
     model_dir = Path(model_dir).resolve()
     roots = {model_dir.parent, *(Path(s).resolve() for s in search or [])}
     found = []
     for root in roots:
-        if not root.is_dir():
-            continue
-        for candidate in sorted(root.iterdir()):
-            if not candidate.is_dir() or candidate.name.startswith("."):
-                continue
+        # One level of nesting too: an eval of several models writes one artifact per model under its --output.
+        for candidate in sorted({*_visible_dirs(root), *(d for sub in _visible_dirs(root) for d in _visible_dirs(sub))}):
             with contextlib.suppress(ArtifactError):
                 manifest = read_manifest(candidate)
                 if manifest and manifest.kind == "eval" and manifest.target and Path(manifest.target).resolve() == model_dir:
                     found.append((candidate, manifest))
     return found
+
+
+def _visible_dirs(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+
+
+def is_complete(output: str | Path) -> bool:
+    """An artifact dir, or a dir holding one artifact per input (eval of several models)."""
+    output = Path(output)
+    if (output / MANIFEST).is_file():
+        return True
+    subdirs = _visible_dirs(output)
+    return bool(subdirs) and all((d / MANIFEST).is_file() for d in subdirs)

@@ -15,8 +15,12 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
+
+try:  # typer >= 0.25 vendors its own click; its exceptions and ParameterSource are not click's
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer uses the click package
+    import click
 from pydantic.fields import FieldInfo
 
 from swiftkit.config import CommandConfig, build_config, read_yaml
@@ -75,10 +79,8 @@ def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
         if cli_type is bool:
             flags = [f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
         marker = typer.Option(*flags, help=help_text, **kwargs)
-    kind = inspect.Parameter.KEYWORD_ONLY
-    if info.is_required() and extra.get("positional"):
-        return inspect.Parameter(name, kind, annotation=Annotated[cli_type, marker])
-    return inspect.Parameter(name, kind, default=default, annotation=Annotated[cli_type, marker])
+    # Required fields are optional here: --config may supply them, and pydantic reports what is missing.
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[cli_type, marker])
 
 
 def stage_command(
@@ -100,7 +102,7 @@ def stage_command(
     def command(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
         given = {
             key: value for key, value in values.items()
-            if ctx.get_parameter_source(key) not in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+            if ctx.get_parameter_source(key).name not in ("DEFAULT", "DEFAULT_MAP")
             and value is not None  # a list option given no values arrives as None
         }
         file_values = read_yaml(config) if config else {}
@@ -151,6 +153,9 @@ def _register() -> None:
     stage_command("serve", ServeConfig, "swiftkit.serve.server:run", "OpenAI-compatible HTTP server with a continuous-batching engine.")
     from swiftkit.recipes import RecipeCopyConfig, RecipeListConfig, RunConfig
 
+    from swiftkit.smoke import SmokeConfig
+
+    stage_command("smoke", SmokeConfig, "swiftkit.smoke:run", "Serve a model, ask it one question through the openai SDK, stop.")
     stage_command("run", RunConfig, "swiftkit.recipes:run", "Run a recipe: chained stages, cached by fingerprint, with @stage references.")
     recipe_app = typer.Typer(help="List or copy bundled recipes.", no_args_is_help=True)
     stage_command("list", RecipeListConfig, "swiftkit.recipes:list_recipes", "List bundled recipes.", parent=recipe_app)
@@ -187,13 +192,13 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         console.print("[red]aborted[/]")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")

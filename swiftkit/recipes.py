@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import Field
 from rich.table import Table
 
-from swiftkit.artifacts import MANIFEST, read_manifest
+from swiftkit.artifacts import is_complete, read_manifest
 from swiftkit.config import CommandConfig, build_config, positional, read_yaml
 from swiftkit.console import console, out
 from swiftkit.errors import SwiftkitError
@@ -125,6 +125,7 @@ def run(cfg: RunConfig) -> dict[str, Path]:
     fingerprints: dict[str, str] = {}
     forced = False
     report: list[tuple[str, str, str, str]] = []
+    results: dict[str, Any] = {}
     for stage in stages:
         sname, command = stage["name"], stage["command"]
         if command not in STAGES:
@@ -141,7 +142,7 @@ def run(cfg: RunConfig) -> dict[str, Path]:
             outputs[sname] = output.resolve()
         forced = forced or cfg.from_stage == sname
         cached = (
-            output is not None and state.get(sname) == fingerprint and (output / MANIFEST).is_file() and not forced
+            output is not None and state.get(sname) == fingerprint and is_complete(output) and not forced
         )
         if "overwrite" in config_cls.model_fields and not cached:
             resolved["overwrite"] = True  # the recipe owns its stage outputs
@@ -150,7 +151,8 @@ def run(cfg: RunConfig) -> dict[str, Path]:
             report.append((sname, command, "valid", str(output or "-")))
             continue
         if cfg.only and cfg.only != sname:
-            if output is not None and not (output / MANIFEST).is_file():
+            before_only = names.index(sname) < names.index(cfg.only)
+            if before_only and output is not None and not is_complete(output):
                 raise SwiftkitError(f"--only {cfg.only}: earlier stage `{sname}` has no artifact at {output}", "run the recipe without --only first")
             report.append((sname, command, "not run", str(output or "-")))
             continue
@@ -161,7 +163,7 @@ def run(cfg: RunConfig) -> dict[str, Path]:
         console.rule(f"[bold]stage {sname}[/] ({command})")
         started = time.time()
         try:
-            run_stage(target, stage_cfg)
+            results[sname] = run_stage(target, stage_cfg)
         except SwiftkitError as exc:
             raise SwiftkitError(f"stage `{sname}` ({command}) failed: {exc.message}", exc.hint or "earlier stages' artifacts are kept; fix and re-run (cached stages are skipped)") from None
         if output is not None:
@@ -171,7 +173,7 @@ def run(cfg: RunConfig) -> dict[str, Path]:
         report.append((sname, command, f"ran {time.time() - started:.0f}s", str(output or "-")))
     _print_report(name, report)
     if not cfg.dry_run:
-        print_effects(stages, outputs)
+        print_effects(stages, outputs, results)
     return outputs
 
 
@@ -189,8 +191,12 @@ def _print_report(name: str, report: list[tuple[str, str, str, str]]) -> None:
     out.print(table)
 
 
-def print_effects(stages: list[dict[str, Any]], outputs: dict[str, Path]) -> None:
-    """One table of each model stage's effect, read back from the artifacts' manifests."""
+def print_effects(stages: list[dict[str, Any]], outputs: dict[str, Path], results: dict[str, Any]) -> None:
+    """One table of each model stage's effect, read back from the artifacts' manifests (plus the
+    serving speed that a smoke stage measured on a model)."""
+    speeds = {
+        str(Path(r["model"]).resolve()): r["tokens_per_second"] for r in results.values() if isinstance(r, dict) and "tokens_per_second" in r
+    }
     from swiftkit.artifacts import find_evals
 
     rows = []
@@ -212,8 +218,8 @@ def print_effects(stages: list[dict[str, Any]], outputs: dict[str, Path]) -> Non
         for key in ("perplexity", "ppl"):
             if key in verification:
                 cells["perplexity"] = f"{verification[key]:.3f}"
-        if "tokens_per_second" in manifest.metrics:
-            cells["tok/s"] = f"{manifest.metrics['tokens_per_second']:.0f}"
+        if str(output) in speeds:
+            cells["serve tok/s"] = f"{speeds[str(output)]:.0f}"
         columns.update(dict.fromkeys(cells))
         rows.append((stage["name"], manifest.stage, cells))
     if not rows:

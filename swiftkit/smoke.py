@@ -1,0 +1,100 @@
+"""`swiftkit smoke`: start `swiftkit serve` on a model, ask it one question through the official
+`openai` SDK, print the answer and the streaming speed, stop the server.
+
+It is the last stage of the quickstart recipe: proof that the artifact the chain produced is
+servable exactly the way users will call it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from pydantic import Field
+
+from swiftkit.artifacts import resolve_model_ref
+from swiftkit.config import CommandConfig
+from swiftkit.console import console, summary
+from swiftkit.errors import SwiftkitError
+
+
+class SmokeConfig(CommandConfig):
+    model: str = Field(..., description="Model reference to serve.")
+    question: str = Field("What is the larger of 37 and 45?", description="The user message to send.")
+    max_tokens: int = Field(32, description="Max tokens of the answer.")
+    startup_timeout: float = Field(180.0, description="Seconds to wait for the server to become healthy.")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(cfg: SmokeConfig) -> dict:
+    from openai import OpenAI
+
+    path = resolve_model_ref(cfg.model).path
+    port = _free_port()
+    log = Path(path.parent) / f".smoke-{path.name}.log"
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "swiftkit", "serve", "--model", str(path), "--port", str(port), "--served-model-name", "smoke"],
+            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ}, start_new_session=True,
+        )
+        try:
+            _wait_healthy(server, port, cfg.startup_timeout, log)
+            client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+            started = time.perf_counter()
+            first = None
+            pieces: list[str] = []
+            usage = None
+            stream = client.chat.completions.create(
+                model="smoke", messages=[{"role": "user", "content": cfg.question}], max_tokens=cfg.max_tokens,
+                temperature=0, stream=True, stream_options={"include_usage": True},
+            )
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    first = first or time.perf_counter()
+                    pieces.append(chunk.choices[0].delta.content)
+                if chunk.usage:
+                    usage = chunk.usage
+            elapsed = time.perf_counter() - started
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    answer = "".join(pieces)
+    tokens = usage.completion_tokens if usage else len(pieces)
+    result = {
+        "model": str(path), "question": cfg.question, "answer": answer, "completion_tokens": tokens,
+        "ttft_s": round((first or time.perf_counter()) - started, 4), "tokens_per_second": round(tokens / elapsed, 1) if elapsed else 0.0,
+    }
+    summary("serve smoke test (openai SDK, streaming)", [
+        ("question", cfg.question), ("answer", answer), ("tokens", tokens),
+        ("time to first token", f"{result['ttft_s'] * 1000:.0f} ms"), ("tok/s", result["tokens_per_second"]),
+    ], artifact=str(path))
+    return result
+
+
+def _wait_healthy(server: subprocess.Popen, port: int, timeout: float, log: Path) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise SwiftkitError(f"swiftkit serve exited with {server.returncode}: {' | '.join(tail)}", f"full log: {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SwiftkitError(f"swiftkit serve did not become healthy within {timeout:.0f}s", f"see {log}")
