@@ -17,9 +17,9 @@ import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from swiftkit.artifacts import ModelRef
 from swiftkit.errors import SwiftkitError
 
 
@@ -38,9 +38,7 @@ def has_chat_template(tokenizer) -> bool:
     return isinstance(getattr(tokenizer, "chat_template", None), str) and bool(tokenizer.chat_template)
 
 
-def local_backend(
-    model, tokenizer, target: str, batch_size: int, max_length: int | None, device: str | None
-) -> Backend:
+def local_backend(model, tokenizer, target: str, batch_size: int, max_length: int | None, device: str | None) -> Backend:
     from lm_eval.models.huggingface import HFLM
 
     generation_config = getattr(model, "generation_config", None)
@@ -61,29 +59,31 @@ def local_backend(
         "device": str(model.device),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
-    return Backend(
-        lm, target, target, tokenizer.chat_template if has_chat_template(tokenizer) else None, info
-    )
+    return Backend(lm, target, target, tokenizer.chat_template if has_chat_template(tokenizer) else None, info)
 
 
-def hf_backend(
-    path: Path, batch_size: int, max_length: int | None, device: str | None, dtype: str
-) -> Backend:
-    """lm-eval's own `hf` backend on a plain model directory: the reference for fidelity checks."""
+def hf_backend(ref: ModelRef, batch_size: int, max_length: int | None, device: str | None, dtype: str) -> Backend:
+    """lm-eval's own `hf` backend (its loading, its PEFT path): the reference for fidelity checks."""
     from lm_eval.models.huggingface import HFLM
 
+    from swiftkit.loading import tokenizer_dir
+
+    if len(ref.adapters) > 1:
+        raise SwiftkitError("--backend hf applies at most one adapter", f"{ref.path} is a chain: use --backend local or merge it")
     lm = HFLM(
-        pretrained=str(path),
+        pretrained=str(ref.base_path),
+        peft=str(ref.adapters[0]) if ref.adapters else None,
+        tokenizer=str(tokenizer_dir(ref)),
         batch_size=batch_size,
         max_length=max_length,
         device=device or "cpu",
         dtype="float32" if dtype == "auto" else dtype,
     )
     template = lm.tokenizer.chat_template if has_chat_template(lm.tokenizer) else None
-    return Backend(lm, str(path), str(path), template, {"backend": "hf", "device": str(lm.device)})
+    return Backend(lm, str(ref.path), str(ref.path), template, {"backend": "hf", "device": str(lm.device)})
 
 
-def list_served_models(base_url: str, api_key: str | None, timeout: float = 10.0) -> list[str]:
+def list_served_models(base_url: str, api_key: str | None, timeout: float = 10.0) -> list[dict[str, Any]]:
     """GET {base_url}/models; any failure is an 'unreachable endpoint' error before work starts."""
     request = urllib.request.Request(base_url.rstrip("/") + "/models")
     if api_key:
@@ -92,11 +92,7 @@ def list_served_models(base_url: str, api_key: str | None, timeout: float = 10.0
         with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
-        hint = (
-            "check --api-key"
-            if exc.code in (401, 403)
-            else "is it an OpenAI-compatible base URL ending in /v1?"
-        )
+        hint = "check --api-key" if exc.code in (401, 403) else "is it an OpenAI-compatible base URL ending in /v1?"
         raise SwiftkitError(f"endpoint {base_url} answered {exc.code} to GET /models", hint) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -104,7 +100,7 @@ def list_served_models(base_url: str, api_key: str | None, timeout: float = 10.0
             f"cannot reach endpoint {base_url}: {reason}",
             "start the server (e.g. swiftkit serve) or fix --url",
         ) from None
-    return [m.get("id", "") for m in payload.get("data", []) if isinstance(m, dict)]
+    return [m for m in payload.get("data", []) if isinstance(m, dict) and m.get("id")]
 
 
 def endpoint_backend(
@@ -123,14 +119,17 @@ def endpoint_backend(
     base_url = base_url.rstrip("/")
     key = api_key or os.environ.get("OPENAI_API_KEY")
     served = list_served_models(base_url, key)
-    name = served_model or (served[0] if served else None)
+    name = served_model or (served[0]["id"] if served else None)
     if not name:
         raise SwiftkitError(f"{base_url}/models lists no model", "pass --served-model NAME")
     if key:
         os.environ["OPENAI_API_KEY"] = key  # lm-eval's API models read the key from the environment
+    # lm-eval truncates prompts to max_length (2048 unless told): use the server's context
+    # (vLLM and swiftkit serve list it as max_model_len), or the server refuses long prompts.
+    context = next((m.get("max_model_len") for m in served if m["id"] == name), None)
     common: dict[str, Any] = {"model": name, "num_concurrent": batch_size, "max_retries": 2, "timeout": 300}
-    if max_length:
-        common["max_length"] = max_length
+    if max_length or context:
+        common["max_length"] = max_length or int(context)
     if tokenizer is None:
         if loglikelihood_tasks:
             raise SwiftkitError(
@@ -148,9 +147,7 @@ def endpoint_backend(
             tokenized_requests=False,
             **common,
         )
-        return Backend(
-            lm, base_url, base_url, None, {"backend": "local-chat-completions", "served_model": name}
-        )
+        return Backend(lm, base_url, base_url, None, {"backend": "local-chat-completions", "served_model": name})
     lm = LocalCompletionsAPI(
         base_url=f"{base_url}/completions",
         tokenizer_backend="huggingface",

@@ -37,11 +37,7 @@ def run(cfg: CompareConfig) -> dict[str, dict[str, float]]:
     found = [_eval_of(ref, [Path(s) for s in cfg.search]) for ref in cfg.artifacts]
     labels = []
     for ref, (path, manifest) in zip(cfg.artifacts, found, strict=False):
-        label = (
-            Path(manifest.target).name
-            if manifest.target and Path(ref).resolve() != path.resolve()
-            else path.name
-        )
+        label = Path(manifest.target).name if manifest.target and Path(ref).resolve() != path.resolve() else path.name
         labels.append(label if label not in labels else f"{label} ({path.name})")
     scores = [dict(m.metrics.get("scores", {})) for _, m in found]
     metric_names: dict[str, str] = {}

@@ -86,9 +86,7 @@ def _end_of_turn(tokenizer) -> str:
     """The text a chat template closes an assistant answer with (ChatML: '<|im_end|>')."""
     marker = "\u2063answer\u2063"
     try:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False
-        )
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False)
     except Exception:  # a template that cannot render a plain exchange: score the answer alone
         return ""
     return text.split(marker, 1)[1].rstrip() if marker in text else ""
@@ -166,23 +164,12 @@ def _load_backend(cfg: EvalConfig, target: Target, tokenizer, plan: TaskPlan, ch
             plan.loglikelihood,
         )
     if cfg.backend == "hf":
-        if target.ref.adapters:
-            raise SwiftkitError(
-                "--backend hf reads plain model directories only",
-                f"{target.ref.path} is an adapter: use --backend local or merge it first",
-            )
-        return backends.hf_backend(
-            target.ref.base_path, cfg.batch_size, cfg.max_length, cfg.device, cfg.dtype
-        )
+        return backends.hf_backend(target.ref, cfg.batch_size, cfg.max_length, cfg.device, cfg.dtype)
     from swiftkit.loading import load_model
 
     with console.status(f"loading {target.ref.path}"):
-        model, _, _ = load_model(
-            target.ref, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code
-        )
-    return backends.local_backend(
-        model, tokenizer, str(target.ref.path), cfg.batch_size, cfg.max_length, cfg.device
-    )
+        model, _, _ = load_model(target.ref, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    return backends.local_backend(model, tokenizer, str(target.ref.path), cfg.batch_size, cfg.max_length, cfg.device)
 
 
 def _tokenizer_path(cfg: EvalConfig) -> str | None:
@@ -234,31 +221,38 @@ def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
     with artifact_writer(target.output, overwrite=cfg.overwrite, keep_partial=True) as tmp:
         plan = _plan(cfg, tmp / "tasks", target, end)
         manager = _task_manager(plan)
-        fingerprint = hashlib.sha256(
-            f"{backend.target}|{chat}|{cfg.system_prompt}|{cfg.dtype}|{cfg.max_length}".encode()
-        ).hexdigest()[:16]
+        fingerprint = hashlib.sha256(f"{backend.target}|{chat}|{cfg.system_prompt}|{cfg.dtype}|{cfg.max_length}".encode()).hexdigest()[:16]
         (tmp / "cache").mkdir(exist_ok=True)
         started = time.time()
-        results = lm_eval.simple_evaluate(
-            model=backend.lm,
-            tasks=plan.names,
-            task_manager=manager,
-            num_fewshot=cfg.num_fewshot,
-            limit=cfg.limit,
-            batch_size=cfg.batch_size,
-            apply_chat_template=chat,
-            fewshot_as_multiturn=chat,
-            system_instruction=cfg.system_prompt,
-            gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
-            log_samples=True,
-            use_cache=str(tmp / "cache" / f"requests-{fingerprint}"),
-            bootstrap_iters=1000,
-            random_seed=cfg.seed,
-            numpy_random_seed=cfg.seed,
-            torch_random_seed=cfg.seed,
-            fewshot_random_seed=cfg.seed,
-            confirm_run_unsafe_code=cfg.allow_code_execution,
-        )
+        try:
+            results = lm_eval.simple_evaluate(
+                model=backend.lm,
+                tasks=plan.names,
+                task_manager=manager,
+                num_fewshot=cfg.num_fewshot,
+                limit=cfg.limit,
+                batch_size=cfg.batch_size,
+                apply_chat_template=chat,
+                fewshot_as_multiturn=chat,
+                system_instruction=cfg.system_prompt,
+                gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
+                log_samples=True,
+                use_cache=str(tmp / "cache" / f"requests-{fingerprint}"),
+                bootstrap_iters=1000,
+                random_seed=cfg.seed,
+                numpy_random_seed=cfg.seed,
+                torch_random_seed=cfg.seed,
+                fewshot_random_seed=cfg.seed,
+                confirm_run_unsafe_code=cfg.allow_code_execution,
+            )
+        except Exception as exc:
+            if not cfg.url or isinstance(exc, SwiftkitError):
+                raise
+            # lm-eval retries, then raises whatever the HTTP client raised: name the endpoint instead.
+            raise SwiftkitError(
+                f"endpoint {cfg.url} failed during the eval: {type(exc).__name__}: {exc}".splitlines()[0],
+                "check the server's log; finished requests are cached, so re-running the command resumes",
+            ) from None
         wall = time.time() - started
         scores, metrics_used = scores_of(results, plan.primary)
         extra: dict[str, Any] = {
@@ -286,9 +280,7 @@ def _finalise(tmp: Path, final: Path) -> None:
     import shutil
 
     for task_yaml in (tmp / "tasks").glob("*.yaml"):
-        task_yaml.write_text(
-            task_yaml.read_text(encoding="utf-8").replace(str(tmp), str(final)), encoding="utf-8"
-        )
+        task_yaml.write_text(task_yaml.read_text(encoding="utf-8").replace(str(tmp), str(final)), encoding="utf-8")
     shutil.rmtree(tmp / "cache", ignore_errors=True)
 
 
@@ -314,7 +306,5 @@ def run(cfg: EvalConfig) -> list[Path]:
         print_table(side_by_side("scores (delta to the first model)", labels, all_scores))
     failures = check_thresholds(labels, all_scores, thresholds)
     if failures:
-        raise SwiftkitError(
-            "--fail-under: " + "; ".join(failures), "the eval artifacts were written; see results.json"
-        )
+        raise SwiftkitError("--fail-under: " + "; ".join(failures), "the eval artifacts were written; see results.json")
     return [t.output.resolve() for t in targets]

@@ -88,9 +88,7 @@ def write_eval_artifact(
     return manifest
 
 
-def side_by_side(
-    title: str, columns: list[str], scores: list[dict[str, float]], metrics: dict[str, str] | None = None
-) -> Table:
+def side_by_side(title: str, columns: list[str], scores: list[dict[str, float]], metrics: dict[str, str] | None = None) -> Table:
     """Tasks as rows, one column per model/eval; later columns show their delta to the first."""
     table = Table(title=title, title_justify="left")
     table.add_column("task", style="bold cyan")
@@ -121,9 +119,7 @@ def print_table(table: Table) -> None:
     out.print(table)
 
 
-def check_thresholds(
-    columns: list[str], scores: list[dict[str, float]], thresholds: dict[str, float]
-) -> list[str]:
+def check_thresholds(columns: list[str], scores: list[dict[str, float]], thresholds: dict[str, float]) -> list[str]:
     """Failures as 'column: task score < threshold' lines (a missing task fails too)."""
     failures = []
     for column, column_scores in zip(columns, scores, strict=False):

@@ -51,9 +51,7 @@ class LocalLayout:
     folder: str  # DIR/<folder> (or DIR itself)
     layout: str  # the expected layout, shown in errors and docs/eval.md
     marker: str  # glob that identifies the layout inside the folder
-    build: Callable[
-        [str, Path, Path, int | None], list[str]
-    ]  # (task, source, out dir, fewshot) -> yaml names
+    build: Callable[[str, Path, Path, int | None], list[str]]  # (task, source, out dir, fewshot) -> yaml names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,9 +76,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _require(path: Path, number: int, row: dict, keys: tuple[str, ...], layout: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
-        raise DataError(
-            f"{path}:{number}: missing field(s) {', '.join(missing)}", f"expected layout: {layout}"
-        )
+        raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}", f"expected layout: {layout}")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -147,17 +143,9 @@ def _mmlu_rows(path: Path, layout: str) -> list[dict[str, Any]]:
                 f"expected layout: {layout}",
             )
         answer = row[5].strip()
-        index = (
-            LETTERS.index(answer)
-            if answer in LETTERS
-            else int(answer)
-            if answer in ("0", "1", "2", "3")
-            else None
-        )
+        index = LETTERS.index(answer) if answer in LETTERS else int(answer) if answer in ("0", "1", "2", "3") else None
         if index is None:
-            raise DataError(
-                f"{path}:{number}: answer {answer!r} is neither A-D nor 0-3", f"expected layout: {layout}"
-            )
+            raise DataError(f"{path}:{number}: answer {answer!r} is neither A-D nor 0-3", f"expected layout: {layout}")
         docs.append({"question": row[0], "subject": subject, "choices": row[1:5], "answer": index})
     if not docs:
         raise DataError(f"{path}: no rows", f"expected layout: {layout}")
@@ -185,13 +173,9 @@ def _build_mmlu(task: str, source: Path, out: Path, fewshot: int | None) -> list
     for test in tests:
         subject = test.stem.removesuffix("_test")
         dev = source / "dev" / f"{subject}_dev.csv"
-        files = {
-            "test": _write_jsonl(out / "data" / f"mmlu_{subject}_test.jsonl", _mmlu_rows(test, MMLU_LAYOUT))
-        }
+        files = {"test": _write_jsonl(out / "data" / f"mmlu_{subject}_test.jsonl", _mmlu_rows(test, MMLU_LAYOUT))}
         if dev.is_file():
-            files["dev"] = _write_jsonl(
-                out / "data" / f"mmlu_{subject}_dev.jsonl", _mmlu_rows(dev, MMLU_LAYOUT)
-            )
+            files["dev"] = _write_jsonl(out / "data" / f"mmlu_{subject}_dev.jsonl", _mmlu_rows(dev, MMLU_LAYOUT))
         elif fewshot:  # lm-eval scores these 0-shot unless --num-fewshot says otherwise
             raise DataError(
                 f"missing {dev} (MMLU takes its few-shot examples from dev)",
@@ -203,8 +187,7 @@ def _build_mmlu(task: str, source: Path, out: Path, fewshot: int | None) -> list
             config = {
                 "task": f"mmlu_{subject}",
                 "include": str(_lm_eval_yaml("mmlu", "default", "_default_template_yaml")),
-                "description": "The following are multiple choice questions (with answers) about "
-                f"{subject.replace('_', ' ')}.\n\n",
+                "description": f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n",
             }
         names.append(
             _write_yaml(
@@ -229,10 +212,7 @@ def _build_mmlu(task: str, source: Path, out: Path, fewshot: int | None) -> list
     ]
 
 
-CMMLU_LAYOUT = (
-    "DIR/cmmlu/test/<subject>.csv (+ dev/<subject>.csv): "
-    "haonan-li/CMMLU data/ CSVs with header ,Question,A,B,C,D,Answer"
-)
+CMMLU_LAYOUT = "DIR/cmmlu/test/<subject>.csv (+ dev/<subject>.csv): haonan-li/CMMLU data/ CSVs with header ,Question,A,B,C,D,Answer"
 
 
 def _build_cmmlu(task: str, source: Path, out: Path, fewshot: int | None) -> list[str]:
@@ -267,9 +247,7 @@ def _build_cmmlu(task: str, source: Path, out: Path, fewshot: int | None) -> lis
             )
         own = _lm_eval_yaml("cmmlu", f"cmmlu_{subject}.yaml")
         if not own.is_file():
-            raise DataError(
-                f"{test}: lm-eval has no CMMLU subject {subject!r}", f"expected layout: {CMMLU_LAYOUT}"
-            )
+            raise DataError(f"{test}: lm-eval has no CMMLU subject {subject!r}", f"expected layout: {CMMLU_LAYOUT}")
         names.append(
             _write_yaml(
                 out,
@@ -315,9 +293,7 @@ def _lettered_rows(path: Path, question: str, answer: str, layout: str) -> list[
         docs = []
         for number, row in enumerate(reader, 2):
             if row[answer].strip() not in LETTERS:
-                raise DataError(
-                    f"{path}:{number}: answer {row[answer]!r} is not A-D", f"expected layout: {layout}"
-                )
+                raise DataError(f"{path}:{number}: answer {row[answer]!r} is not A-D", f"expected layout: {layout}")
             # Only the columns lm-eval's prompt reads: dev files carry an extra `explanation`, and
             # one schema across splits is what the json loader needs.
             docs.append({c: row[c] or "" for c in (question, *LETTERS, answer)})
@@ -359,9 +335,7 @@ def _build_ceval(task: str, source: Path, out: Path, fewshot: int | None) -> lis
             )
         own = _lm_eval_yaml("ceval", f"ceval-valid_{subject}.yaml")
         if not own.is_file():
-            raise DataError(
-                f"{val}: lm-eval has no C-Eval subject {subject!r}", f"expected layout: {CEVAL_LAYOUT}"
-            )
+            raise DataError(f"{val}: lm-eval has no C-Eval subject {subject!r}", f"expected layout: {CEVAL_LAYOUT}")
         names.append(
             _write_yaml(
                 out,
@@ -424,9 +398,7 @@ def _gsm8k_rows(path: Path) -> list[dict]:
     for number, row in _read_jsonl(path):
         _require(path, number, row, ("question", "answer"), GSM8K_LAYOUT)
         if "####" not in row["answer"]:
-            raise DataError(
-                f"{path}:{number}: answer has no '#### N' final line", f"expected layout: {GSM8K_LAYOUT}"
-            )
+            raise DataError(f"{path}:{number}: answer has no '#### N' final line", f"expected layout: {GSM8K_LAYOUT}")
         rows.append({"question": row["question"], "answer": row["answer"]})
     return rows
 
@@ -464,9 +436,7 @@ def _arc_rows(path: Path) -> list[dict]:
         _require(path, number, row, ("id", "question", "answerKey"), ARC_LAYOUT)
         question = row["question"]
         if not isinstance(question, dict) or "stem" not in question or "choices" not in question:
-            raise DataError(
-                f"{path}:{number}: question must be {{stem, choices}}", f"expected layout: {ARC_LAYOUT}"
-            )
+            raise DataError(f"{path}:{number}: question must be {{stem, choices}}", f"expected layout: {ARC_LAYOUT}")
         labels = [c["label"] for c in question["choices"]]
         if row["answerKey"] not in labels:
             raise DataError(
@@ -525,13 +495,9 @@ HELLASWAG_LAYOUT = (
 def _hellaswag_rows(path: Path) -> list[dict]:
     rows = []
     for number, row in _read_jsonl(path):
-        _require(
-            path, number, row, ("activity_label", "ctx_a", "ctx_b", "endings", "label"), HELLASWAG_LAYOUT
-        )
+        _require(path, number, row, ("activity_label", "ctx_a", "ctx_b", "endings", "label"), HELLASWAG_LAYOUT)
         if not isinstance(row["endings"], list) or len(row["endings"]) != 4:
-            raise DataError(
-                f"{path}:{number}: endings must be a list of 4", f"expected layout: {HELLASWAG_LAYOUT}"
-            )
+            raise DataError(f"{path}:{number}: endings must be a list of 4", f"expected layout: {HELLASWAG_LAYOUT}")
         rows.append({**row, "label": str(row["label"])})  # the hub copy stores label as a string
     return rows
 
@@ -561,8 +527,7 @@ def _build_hellaswag(task: str, source: Path, out: Path, fewshot: int | None) ->
 
 
 HUMANEVAL_LAYOUT = (
-    "DIR/humaneval/HumanEval.jsonl.gz (or HumanEval.jsonl): "
-    "openai/human-eval rows {task_id, prompt, entry_point, canonical_solution, test}"
+    "DIR/humaneval/HumanEval.jsonl.gz (or HumanEval.jsonl): openai/human-eval rows {task_id, prompt, entry_point, canonical_solution, test}"
 )
 
 
@@ -691,15 +656,9 @@ def _content(path: Path, number: int, value: Any, role: str) -> str:
     """The text of a one-message list (or a plain string): multi-turn prompts are not scored here."""
     if isinstance(value, str):
         return value
-    turns = (
-        [m for m in value if isinstance(m, dict) and m.get("role") != "system"]
-        if isinstance(value, list)
-        else []
-    )
+    turns = [m for m in value if isinstance(m, dict) and m.get("role") != "system"] if isinstance(value, list) else []
     if len(turns) != 1 or turns[0].get("role") != role or not isinstance(turns[0].get("content"), str):
-        raise DataError(
-            f"{path}:{number}: expected one {role} message", f"expected layout: {TOY_PREF_LAYOUT}"
-        )
+        raise DataError(f"{path}:{number}: expected one {role} message", f"expected layout: {TOY_PREF_LAYOUT}")
     return turns[0]["content"]
 
 
@@ -761,10 +720,7 @@ def _preference_task(data: Path, out: Path, end_of_turn: str) -> str:
     The continuation includes the end-of-turn text the chat template closes an answer with, as DPO
     training scores it, so "8" can never win against "82" by stopping early.
     """
-    rows = [
-        {**r, "choices": [r["chosen"] + end_of_turn, r["rejected"] + end_of_turn]}
-        for r in _preference_rows(data)
-    ]
+    rows = [{**r, "choices": [r["chosen"] + end_of_turn, r["rejected"] + end_of_turn]} for r in _preference_rows(data)]
     files = {"test": _write_jsonl(out / "data" / "toy_preference.jsonl", rows)}
     return _write_yaml(
         out,
@@ -792,17 +748,20 @@ OWN_TASKS = {"toy_arithmetic": TOY_QA_LAYOUT, "toy_preference": TOY_PREF_LAYOUT,
 
 
 def _toy_file(task: str, data_dir: Path | None, data: Path | None, model_dirs: list[Path]) -> Path:
-    filename = "dpo.jsonl" if task == "toy_preference" else "heldout.jsonl"
+    # Held-out preference pairs when the toy has them (dpo.jsonl is DPO's training data: scoring on
+    # it measures recall, not generalisation).
+    names = ("heldout_pref.jsonl", "dpo.jsonl") if task == "toy_preference" else ("heldout.jsonl",)
     if data is not None and task != "toy_preference":
         return data
     roots = [data_dir] if data_dir else model_dirs
     for root in roots:
-        for candidate in (root / filename, root / "task" / filename):
-            if candidate.is_file():
-                return candidate
+        for filename in names:
+            for candidate in (root / filename, root / "task" / filename):
+                if candidate.is_file():
+                    return candidate
     where = str(data_dir) if data_dir else "the model artifact or its parents"
     raise DataError(
-        f"{task}: no {filename} in {where}",
+        f"{task}: no {' or '.join(names)} in {where}",
         f"pass --data-dir <toy artifact>/task (layout: {OWN_TASKS[task]})",
     )
 
@@ -823,9 +782,7 @@ def plan_tasks(
 ) -> TaskPlan:
     """Validate task names and local data, write the task YAMLs; raises before any model loads."""
     if not tasks:
-        raise SwiftkitError(
-            "no tasks given", f"e.g. --tasks toy_arithmetic,mmlu; offline tasks: {', '.join(known_offline())}"
-        )
+        raise SwiftkitError("no tasks given", f"e.g. --tasks toy_arithmetic,mmlu; offline tasks: {', '.join(known_offline())}")
     root = Path(data_dir).expanduser() if data_dir else None
     if root is not None and not root.is_dir():
         raise DataError(f"--data-dir is not a folder: {root}")

@@ -45,20 +45,16 @@ def test_toy_tasks_write_an_eval_artifact_beside_the_model(toy_copies):
     arithmetic = _samples(artifact, "toy_arithmetic")
     assert len(arithmetic) == 24
     assert arithmetic[0]["arguments"][0][0].startswith("<|im_start|>user\nWhat is ")
-    exact = sum(s["filtered_resps"][0] == s["target"] for s in arithmetic) / len(arithmetic)
+    exact = sum(s["filtered_resps"][0] == str(s["target"]) for s in arithmetic) / len(arithmetic)
     assert manifest.metrics["scores"]["toy_arithmetic"] == pytest.approx(exact)
 
     # Preference: win rate and margin recomputed from the per-sample logprobs of chosen vs rejected.
     preference = _samples(artifact, "toy_preference")
     margins = [s["filtered_resps"][0][0] - s["filtered_resps"][1][0] for s in preference]
     assert preference[0]["arguments"][0][1].endswith("<|im_end|>")  # the answer's end of turn is scored too
-    assert manifest.metrics["scores"]["toy_preference"] == pytest.approx(
-        sum(m > 0 for m in margins) / len(margins)
-    )
+    assert manifest.metrics["scores"]["toy_preference"] == pytest.approx(sum(m > 0 for m in margins) / len(margins))
     results = json.loads((artifact / "results.json").read_text())
-    assert results["lm_eval"]["results"]["toy_preference"]["margin,none"] == pytest.approx(
-        sum(margins) / len(margins)
-    )
+    assert results["lm_eval"]["results"]["toy_preference"]["margin,none"] == pytest.approx(sum(margins) / len(margins))
 
     info = run_cli("info", base, "--json-output")
     assert info.returncode == 0, info.stderr
@@ -90,9 +86,7 @@ def test_several_models_side_by_side_compare_and_fail_under(toy_copies, tmp_path
     assert Path(first.target) == base.resolve() and Path(second.target) == twin.resolve()
     assert first.metrics["scores"] == second.metrics["scores"]  # same weights, same scores
 
-    ok = run_cli(
-        "compare", out / "base", out / "twin", "--max-drop", "0", "--fail-under", "toy_preference=0.0"
-    )
+    ok = run_cli("compare", out / "base", out / "twin", "--max-drop", "0", "--fail-under", "toy_preference=0.0")
     assert ok.returncode == 0, ok.stderr
     assert "toy_preference" in ok.stdout and "+0.0000" in ok.stdout
     gate = run_cli("compare", out / "base", "--fail-under", "toy_preference=1.01")
@@ -126,10 +120,7 @@ def test_mmlu_and_gsm8k_from_shared_data(toy_model, shared_data, tmp_path):
     anatomy = _samples(out, "mmlu_anatomy")[0]
     assert anatomy["doc"]["choices"][2] == "paralysis of the facial muscles, loss of taste and lacrimation."
     assert anatomy["target"] == 0  # the CSV's answer column
-    assert (
-        "The following are multiple choice questions (with answers) about anatomy."
-        in anatomy["arguments"][0][0]
-    )
+    assert "The following are multiple choice questions (with answers) about anatomy." in anatomy["arguments"][0][0]
     assert anatomy["arguments"][0][0].endswith("Answer:") and [a[1] for a in anatomy["arguments"]] == [
         " A",
         " B",

@@ -132,9 +132,7 @@ def test_release_layouts_score_through_lm_eval_tasks(toy_model, release_layouts,
         "hellaswag",
         "humaneval",
     }
-    samples = {
-        p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in (out / "samples").glob("*.jsonl")
-    }
+    samples = {p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in (out / "samples").glob("*.jsonl")}
     assert [s["target"] for s in samples["mmlu_anatomy"]] == [1, 2]  # letters B, C -> choice index
     assert [s["target"] for s in samples["arc_easy"]] == [2, 0]  # answerKey by label, numeric labels too
     assert samples["arc_easy"][0]["arguments"][0][0] == "Question: Which number is 1?\nAnswer:"
@@ -175,9 +173,7 @@ def _cfg(out: Path, **values) -> EvalConfig:
         ),
     ],
 )
-def test_wrong_layout_is_one_error_naming_file_row_and_expected_layout(
-    toy_model, tmp_path, files, tasks, message
-):
+def test_wrong_layout_is_one_error_naming_file_row_and_expected_layout(toy_model, tmp_path, files, tasks, message):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -189,9 +185,7 @@ def test_wrong_layout_is_one_error_naming_file_row_and_expected_layout(
 
 
 def test_bad_input_fails_before_any_model_loads(toy_model, tmp_path):
-    bare = shutil.copytree(
-        toy_model, tmp_path / "no-template", ignore=shutil.ignore_patterns("chat_template.jinja")
-    )
+    bare = shutil.copytree(toy_model, tmp_path / "no-template", ignore=shutil.ignore_patterns("chat_template.jinja"))
     config = json.loads((bare / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (bare / "tokenizer_config.json").write_text(json.dumps(config))
@@ -235,13 +229,7 @@ def test_unknown_task_is_one_red_line_listing_known_ones(toy_model):
 def test_sandbox_runs_code_with_time_and_memory_limits(shared_data):
     with gzip.open(shared_data / "humaneval" / "HumanEval.jsonl.gz", "rt") as fh:
         first = json.loads(fh.readline())
-    program = (
-        first["prompt"]
-        + first["canonical_solution"]
-        + "\n"
-        + first["test"]
-        + f"\ncheck({first['entry_point']})\n"
-    )
+    program = first["prompt"] + first["canonical_solution"] + "\n" + first["test"] + f"\ncheck({first['entry_point']})\n"
     assert passes(program)
     assert not passes(program.replace("return True", "return False", 1))
     assert not passes("while True:\n    pass\n", timeout=1.0)
