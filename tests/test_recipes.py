@@ -66,3 +66,10 @@ def test_recipe_list_and_copy(tmp_path):
     run_cli("recipe", "cp", "quickstart", dest, check=True)
     assert dest.read_text() == (ROOT / "recipes" / "quickstart.yaml").read_text()
     assert run_cli("recipe", "cp", "quickstart", dest).returncode == 2
+
+
+def test_every_bundled_recipe_validates(tmp_path):
+    for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
+        proc = run_cli("run", recipe, "--dry-run", "--workdir", tmp_path / recipe.stem)
+        assert proc.returncode == 0, f"{recipe.name}: {proc.stderr}"
+        assert "valid" in proc.stdout
