@@ -66,7 +66,7 @@ def _read_source(spec: str, tokenizer, seed: int) -> list[str]:
     for row in load_rows(parse_source(spec), seed):
         text = row.values.get("text")
         if isinstance(text, str):
-            texts.append(text)
+            texts.append(f"{text}\n\n")
             continue
         messages = to_conversation(row)["messages"]
         if tokenizer.chat_template is None:
@@ -74,7 +74,7 @@ def _read_source(spec: str, tokenizer, seed: int) -> list[str]:
                 f"{row.where}: chat rows need a chat template, and the model has none",
                 "give plain text (.txt or a text column)",
             )
-        texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False))  # the template ends its turns
     return texts
 
 
@@ -83,9 +83,10 @@ def _read_txt(path: Path) -> list[str]:
         raise DataError(f"calibration file not found: {path}")
     text = path.read_text(encoding="utf-8")
     # Paragraphs are the natural rows of prose; a file without blank lines is one row per line.
-    rows = [p.strip("\n") for p in re.split(r"\n\s*\n", text) if p.strip()]
+    # Each row keeps the separator it had in the file, so the token stream reads like the file.
+    rows = [p.strip("\n") + "\n\n" for p in re.split(r"\n\s*\n", text) if p.strip()]
     if len(rows) < 2:
-        rows = [line for line in text.splitlines() if line.strip()]
+        rows = [f"{line}\n" for line in text.splitlines() if line.strip()]
     return rows
 
 
@@ -125,8 +126,7 @@ def build_text_set(
         length = min(max_length, len(calib_ids) // n_samples)
         if length < MIN_SAMPLE_TOKENS:
             raise DataError(
-                f"not enough calibration text: {len(calib_ids)} tokens cannot make {n_samples} samples "
-                f"of {MIN_SAMPLE_TOKENS}+ tokens",
+                f"not enough calibration text: {len(calib_ids)} tokens cannot make {n_samples} samples of {MIN_SAMPLE_TOKENS}+ tokens",
                 f"pass more --data, or --n-samples {max(1, len(calib_ids) // MIN_SAMPLE_TOKENS)} or less",
             )
         samples = [calib_ids[i * length : (i + 1) * length] for i in range(n_samples)]
@@ -150,8 +150,8 @@ def build_text_set(
 
 
 def _token_stream(rows: list[str], tokenizer) -> list[int]:
-    """Rows tokenized one by one (a blank line between them) and concatenated into one stream."""
+    """Rows (each ending in its separator) tokenized one by one and concatenated into one stream."""
     ids: list[int] = []
-    for batch in tokenizer([f"{row}\n\n" for row in rows], add_special_tokens=False)["input_ids"]:
+    for batch in tokenizer(rows, add_special_tokens=False)["input_ids"]:
         ids += batch
     return ids

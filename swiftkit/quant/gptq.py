@@ -40,9 +40,7 @@ def quantize_gptqmodel(
     # Keep GPTQModel's per-layer progress bars, drop its INFO tables (config dumps, timing summaries).
     LogBar.shared().setLevel(logging.WARNING)
 
-    model = GPTQModel.load(
-        str(source), quant_config, device="cpu", dtype=dtype, trust_remote_code=trust_remote_code
-    )
+    model = GPTQModel.load(str(source), quant_config, device="cpu", dtype=dtype, trust_remote_code=trust_remote_code)
     calibration = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in samples]
     model.quantize(calibration, batch_size=1, backend=backend or BACKEND.AUTO, calibration_data_min_length=1)
     reference = logits(_ready_for_inference(model.model), probe)
@@ -61,21 +59,13 @@ def _ready_for_inference(model):
     from gptqmodel.utils.model import convert_gptq_v1_to_v2_format_module
 
     stale = [
-        m
-        for m in model.modules()
-        if isinstance(m, BaseQuantLinear)
-        and getattr(m, "REQUIRES_FORMAT_V2", False)
-        and m.qzero_format() == 1
+        m for m in model.modules() if isinstance(m, BaseQuantLinear) and getattr(m, "REQUIRES_FORMAT_V2", False) and m.qzero_format() == 1
     ]
     if not stale:
         return model
     model = copy.deepcopy(model)
     for module in model.modules():
-        if (
-            isinstance(module, BaseQuantLinear)
-            and getattr(module, "REQUIRES_FORMAT_V2", False)
-            and module.qzero_format() == 1
-        ):
+        if isinstance(module, BaseQuantLinear) and getattr(module, "REQUIRES_FORMAT_V2", False) and module.qzero_format() == 1:
             convert_gptq_v1_to_v2_format_module(module, bits=module.bits, pack_dtype=module.pack_dtype)
     return model
 
@@ -94,6 +84,4 @@ def quantize(
     from gptqmodel import QuantizeConfig
 
     config = QuantizeConfig(bits=bits, group_size=group_size, sym=True, desc_act=False, offload_to_disk=False)
-    return quantize_gptqmodel(
-        source, output, config, samples, probe, dtype, trust_remote_code=trust_remote_code
-    )
+    return quantize_gptqmodel(source, output, config, samples, probe, dtype, trust_remote_code=trust_remote_code)
