@@ -28,8 +28,19 @@ from swiftkit.errors import ArtifactError, NotBuiltYet
 SCHEMA_VERSION = 1
 MANIFEST = "swiftkit.json"
 TRACKED_LIBRARIES = (
-    "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers",
-    "bitsandbytes", "gptqmodel", "optimum", "lm_eval", "huggingface_hub", "modelscope",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "bitsandbytes",
+    "gptqmodel",
+    "optimum",
+    "lm_eval",
+    "huggingface_hub",
+    "modelscope",
 )
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 

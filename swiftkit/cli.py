@@ -83,15 +83,15 @@ def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[cli_type, marker])
 
 
-def stage_command(
-    name: str, config_cls: type[CommandConfig], run_target: str, help: str, parent: typer.Typer = app
-) -> None:
+def stage_command(name: str, config_cls: type[CommandConfig], run_target: str, help: str, parent: typer.Typer = app) -> None:
     """Register `swiftkit NAME`: flags from `config_cls`, then `run_target` ('module:function')."""
     STAGES[name] = (config_cls, run_target)
     params = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter(
-            "config", inspect.Parameter.KEYWORD_ONLY, default=None,
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
             annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of the same fields (flags override it).")],
         ),
     ]
@@ -101,7 +101,8 @@ def stage_command(
 
     def command(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
         given = {
-            key: value for key, value in values.items()
+            key: value
+            for key, value in values.items()
             if ctx.get_parameter_source(key).name not in ("DEFAULT", "DEFAULT_MAP")
             and value is not None  # a list option given no values arrives as None
         }
@@ -137,22 +138,48 @@ def _register() -> None:
     from swiftkit.toy import ToyConfig
     from swiftkit.train.config import DPOConfig, MergeConfig, SFTConfig
 
-    stage_command("toy", ToyConfig, "swiftkit.toy:run", "Build the offline toy model (Qwen2 architecture, own tokenizer, briefly pre-trained).")
+    stage_command(
+        "toy", ToyConfig, "swiftkit.toy:run", "Build the offline toy model (Qwen2 architecture, own tokenizer, briefly pre-trained)."
+    )
     stage_command("sft", SFTConfig, "swiftkit.train.sft:run", "Supervised fine-tuning: LoRA (default), QLoRA or full, on TRL's SFTTrainer.")
     stage_command("dpo", DPOConfig, "swiftkit.train.dpo:run", "Preference training (DPO and other TRL losses) on a base or SFT artifact.")
     stage_command("merge", MergeConfig, "swiftkit.train.merge:run", "Merge a LoRA adapter (or adapter chain) into its base, verified.")
-    stage_command("quantize", QuantizeConfig, "swiftkit.quant.quantize:run", "Quantize a model (GPTQ, AWQ, bitsandbytes) and verify the written checkpoint.")
+    stage_command(
+        "quantize",
+        QuantizeConfig,
+        "swiftkit.quant.quantize:run",
+        "Quantize a model (GPTQ, AWQ, bitsandbytes) and verify the written checkpoint.",
+    )
     stage_command("info", InfoConfig, "swiftkit.info:run", "Show an artifact's lineage back to the base model, with eval results.")
-    stage_command("eval", EvalConfig, "swiftkit.eval.evaluate:run", "Evaluate models or an endpoint on benchmarks (lm-evaluation-harness); writes eval artifacts.")
-    stage_command("compare", CompareConfig, "swiftkit.eval.compare:run", "Put eval artifacts side by side with deltas to the first (CI gates: --fail-under, --max-drop).")
-    stage_command("download", DownloadConfig, "swiftkit.hub.download:run", "Download a model from the Hugging Face hub or ModelScope, verified, as an artifact.")
-    stage_command("push", PushConfig, "swiftkit.hub.push:run", "Publish an artifact (with a generated model card) to the Hugging Face hub or ModelScope.")
+    stage_command(
+        "eval",
+        EvalConfig,
+        "swiftkit.eval.evaluate:run",
+        "Evaluate models or an endpoint on benchmarks (lm-evaluation-harness); writes eval artifacts.",
+    )
+    stage_command(
+        "compare",
+        CompareConfig,
+        "swiftkit.eval.compare:run",
+        "Put eval artifacts side by side with deltas to the first (CI gates: --fail-under, --max-drop).",
+    )
+    stage_command(
+        "download",
+        DownloadConfig,
+        "swiftkit.hub.download:run",
+        "Download a model from the Hugging Face hub or ModelScope, verified, as an artifact.",
+    )
+    stage_command(
+        "push",
+        PushConfig,
+        "swiftkit.hub.push:run",
+        "Publish an artifact (with a generated model card) to the Hugging Face hub or ModelScope.",
+    )
     stage_command("models", ModelsConfig, "swiftkit.hub.cache:run", "List the models cached locally (hub ids used as --model), with sizes.")
     from swiftkit.serve.config import ServeConfig
 
     stage_command("serve", ServeConfig, "swiftkit.serve.server:run", "OpenAI-compatible HTTP server with a continuous-batching engine.")
     from swiftkit.recipes import RecipeCopyConfig, RecipeListConfig, RunConfig
-
     from swiftkit.smoke import SmokeConfig
 
     stage_command("smoke", SmokeConfig, "swiftkit.smoke:run", "Serve a model, ask it one question through the openai SDK, stop.")
@@ -163,17 +190,24 @@ def _register() -> None:
     app.add_typer(recipe_app, name="recipe")
     from swiftkit.serve.config import InferConfig
 
-    stage_command("infer", InferConfig, "swiftkit.serve.infer:run", "Batch inference over a prompts file through the serving engine (resumable).")
+    stage_command(
+        "infer", InferConfig, "swiftkit.serve.infer:run", "Batch inference over a prompts file through the serving engine (resumable)."
+    )
     from swiftkit.serve.config import ChatConfig
 
     stage_command("chat", ChatConfig, "swiftkit.serve.chat:run", "Interactive terminal chat with streaming, history and /reset.")
     from swiftkit.bench.config import BenchServeConfig
 
     bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-    stage_command("serve", BenchServeConfig, "swiftkit.bench.serve:run", "Load-test an OpenAI endpoint: tok/s, req/s, TTFT and ITL percentiles (+ in-process baseline).", parent=bench)
+    stage_command(
+        "serve",
+        BenchServeConfig,
+        "swiftkit.bench.serve:run",
+        "Load-test an OpenAI endpoint: tok/s, req/s, TTFT and ITL percentiles (+ in-process baseline).",
+        parent=bench,
+    )
     app.add_typer(bench, name="bench", help="Benchmarks.")
-    for name, issue, help in (
-    ):
+    for name, issue, help in ():
         not_built(name, issue, help)
 
 
@@ -209,5 +243,3 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
         console.print("[yellow]hint:[/] re-run with `swiftkit --debug ...` for the traceback and report it")
         sys.exit(1)
-
-

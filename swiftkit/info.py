@@ -33,8 +33,12 @@ def run(cfg: InfoConfig) -> list[dict]:
     for depth, (where, manifest) in enumerate(chain):
         evals = find_evals(where, [Path(s) for s in cfg.search]) if manifest else []
         eval_text = "; ".join(_eval_line(p, m.metrics) for p, m in evals)
-        metrics = ", ".join(f"{k}={_short(v)}" for k, v in (manifest.metrics.items() if manifest else []) if not isinstance(v, (dict, list)))
-        table.add_row(str(depth), manifest.stage if manifest else "external", manifest.kind if manifest else "-", str(where), metrics, eval_text)
+        metrics = ", ".join(
+            f"{k}={_short(v)}" for k, v in (manifest.metrics.items() if manifest else []) if not isinstance(v, (dict, list))
+        )
+        table.add_row(
+            str(depth), manifest.stage if manifest else "external", manifest.kind if manifest else "-", str(where), metrics, eval_text
+        )
         records.append({"path": str(where), "manifest": manifest.model_dump() if manifest else None, "evals": [str(p) for p, _ in evals]})
     if cfg.json_output:
         import json

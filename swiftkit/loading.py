@@ -80,6 +80,9 @@ def serving_info(tokenizer, model=None, stop: list[str] | None = None) -> Servin
         eos_ids = [tokenizer.eos_token_id]
     return ServingInfo(
         chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
-        eos_token=tokenizer.eos_token, eos_token_ids=eos_ids, pad_token=tokenizer.pad_token,
-        bos_token=tokenizer.bos_token, stop=stop or [],
+        eos_token=tokenizer.eos_token,
+        eos_token_ids=eos_ids,
+        pad_token=tokenizer.pad_token,
+        bos_token=tokenizer.bos_token,
+        stop=stop or [],
     )

@@ -141,9 +141,7 @@ def run(cfg: RunConfig) -> dict[str, Path]:
         if output is not None:
             outputs[sname] = output.resolve()
         forced = forced or cfg.from_stage == sname
-        cached = (
-            output is not None and state.get(sname) == fingerprint and is_complete(output) and not forced
-        )
+        cached = output is not None and state.get(sname) == fingerprint and is_complete(output) and not forced
         if "overwrite" in config_cls.model_fields and not cached:
             resolved["overwrite"] = True  # the recipe owns its stage outputs
         stage_cfg = build_config(config_cls, resolved, source=f"stage `{sname}` ({command})")
@@ -153,7 +151,9 @@ def run(cfg: RunConfig) -> dict[str, Path]:
         if cfg.only and cfg.only != sname:
             before_only = names.index(sname) < names.index(cfg.only)
             if before_only and output is not None and not is_complete(output):
-                raise SwiftkitError(f"--only {cfg.only}: earlier stage `{sname}` has no artifact at {output}", "run the recipe without --only first")
+                raise SwiftkitError(
+                    f"--only {cfg.only}: earlier stage `{sname}` has no artifact at {output}", "run the recipe without --only first"
+                )
             report.append((sname, command, "not run", str(output or "-")))
             continue
         if cached:
@@ -165,7 +165,10 @@ def run(cfg: RunConfig) -> dict[str, Path]:
         try:
             results[sname] = run_stage(target, stage_cfg)
         except SwiftkitError as exc:
-            raise SwiftkitError(f"stage `{sname}` ({command}) failed: {exc.message}", exc.hint or "earlier stages' artifacts are kept; fix and re-run (cached stages are skipped)") from None
+            raise SwiftkitError(
+                f"stage `{sname}` ({command}) failed: {exc.message}",
+                exc.hint or "earlier stages' artifacts are kept; fix and re-run (cached stages are skipped)",
+            ) from None
         if output is not None:
             state[sname] = fingerprint
             workdir.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,9 @@ def print_effects(stages: list[dict[str, Any]], outputs: dict[str, Path], result
     """One table of each model stage's effect, read back from the artifacts' manifests (plus the
     serving speed that a smoke stage measured on a model)."""
     speeds = {
-        str(Path(r["model"]).resolve()): r["tokens_per_second"] for r in results.values() if isinstance(r, dict) and "tokens_per_second" in r
+        str(Path(r["model"]).resolve()): r["tokens_per_second"]
+        for r in results.values()
+        if isinstance(r, dict) and "tokens_per_second" in r
     }
     from swiftkit.artifacts import find_evals
 

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from swiftkit.artifacts import resolve_model_ref
 from swiftkit.config import CommandConfig
-from swiftkit.console import console, summary
+from swiftkit.console import summary
 from swiftkit.errors import SwiftkitError
 
 
@@ -46,7 +46,10 @@ def run(cfg: SmokeConfig) -> dict:
     with open(log, "w") as log_file:
         server = subprocess.Popen(
             [sys.executable, "-m", "swiftkit", "serve", "--model", str(path), "--port", str(port), "--served-model-name", "smoke"],
-            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ}, start_new_session=True,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+            start_new_session=True,
         )
         try:
             _wait_healthy(server, port, cfg.startup_timeout, log)
@@ -56,8 +59,12 @@ def run(cfg: SmokeConfig) -> dict:
             pieces: list[str] = []
             usage = None
             stream = client.chat.completions.create(
-                model="smoke", messages=[{"role": "user", "content": cfg.question}], max_tokens=cfg.max_tokens,
-                temperature=0, stream=True, stream_options={"include_usage": True},
+                model="smoke",
+                messages=[{"role": "user", "content": cfg.question}],
+                max_tokens=cfg.max_tokens,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
             )
             for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
@@ -75,13 +82,24 @@ def run(cfg: SmokeConfig) -> dict:
     answer = "".join(pieces)
     tokens = usage.completion_tokens if usage else len(pieces)
     result = {
-        "model": str(path), "question": cfg.question, "answer": answer, "completion_tokens": tokens,
-        "ttft_s": round((first or time.perf_counter()) - started, 4), "tokens_per_second": round(tokens / elapsed, 1) if elapsed else 0.0,
+        "model": str(path),
+        "question": cfg.question,
+        "answer": answer,
+        "completion_tokens": tokens,
+        "ttft_s": round((first or time.perf_counter()) - started, 4),
+        "tokens_per_second": round(tokens / elapsed, 1) if elapsed else 0.0,
     }
-    summary("serve smoke test (openai SDK, streaming)", [
-        ("question", cfg.question), ("answer", answer), ("tokens", tokens),
-        ("time to first token", f"{result['ttft_s'] * 1000:.0f} ms"), ("tok/s", result["tokens_per_second"]),
-    ], artifact=str(path))
+    summary(
+        "serve smoke test (openai SDK, streaming)",
+        [
+            ("question", cfg.question),
+            ("answer", answer),
+            ("tokens", tokens),
+            ("time to first token", f"{result['ttft_s'] * 1000:.0f} ms"),
+            ("tok/s", result["tokens_per_second"]),
+        ],
+        artifact=str(path),
+    )
     return result
 
 

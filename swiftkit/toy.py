@@ -31,23 +31,21 @@ from swiftkit.console import console, progress, summary
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<think>", "</think>"]
 # Qwen2's own pre-tokenizer regex: transformers 5 rebuilds a qwen2 tokenizer with it, so training the
 # toy tokenizer with anything else would silently change tokenization after a save/load round trip.
-QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 # ChatML with {% generation %} markers (assistant-only loss) and Qwen2.5-style tool calls.
 CHAT_TEMPLATE = (
     "{%- if tools %}{{ '<|im_start|>system\\n' }}"
     "{%- if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{%- endif %}"
     "{{ '# Tools\\n\\nYou may call one or more functions. Function signatures within <tools></tools>:\\n<tools>' }}"
     "{%- for tool in tools %}{{ '\\n' + (tool | tojson) }}{%- endfor %}"
-    "{{ '\\n</tools>\\n\\nReturn each call as <tool_call>{\"name\": <name>, \"arguments\": <args-json>}</tool_call><|im_end|>\\n' }}"
+    '{{ \'\\n</tools>\\n\\nReturn each call as <tool_call>{"name": <name>, "arguments": <args-json>}</tool_call><|im_end|>\\n\' }}'
     "{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message['role'] == 'system' and tools %}{# already rendered above #}"
     "{%- elif message['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}{% generation %}"
     "{{ message['content'] or '' }}"
     "{%- for call in message.get('tool_calls') or [] %}{%- set fn = call['function'] if call['function'] is defined else call %}"
-    "{{ '<tool_call>{\"name\": \"' + fn['name'] + '\", \"arguments\": ' + (fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson) + '}</tool_call>' }}"
+    "{{ '<tool_call>{\"name\": \"' + fn['name'] + '\", \"arguments\": ' + (fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson) + '}</tool_call>' }}"  # noqa: E501
     "{%- endfor %}{{ '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
     "{%- elif message['role'] == 'tool' %}{{ '<|im_start|>tool\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -116,7 +114,10 @@ def write_task_data(task_dir: Path, train: list[tuple[int, int]], heldout: list[
     with open(task_dir / "sft.jsonl", "w") as fh:
         for pair in sft_pairs:
             a, b = _orient(pair, rng)
-            fh.write(json.dumps({"messages": [{"role": "user", "content": question(a, b)}, {"role": "assistant", "content": str(max(a, b))}]}) + "\n")
+            fh.write(
+                json.dumps({"messages": [{"role": "user", "content": question(a, b)}, {"role": "assistant", "content": str(max(a, b))}]})
+                + "\n"
+            )
             rows["sft"] += 1
     with open(task_dir / "dpo.jsonl", "w") as fh:
         for pair in dpo_pairs:
@@ -143,10 +144,12 @@ def build_tokenizer(corpus: list[str], vocab_size: int):
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
@@ -179,11 +182,18 @@ def run(cfg: ToyConfig) -> Path:
         tokenizer = build_tokenizer(tokenizer_corpus, cfg.vocab_size)
         heads = cfg.hidden_size // 64  # head_dim 64: vLLM's CPU attention needs >= 64
         config = Qwen2Config(
-            vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=3 * cfg.hidden_size,
-            num_hidden_layers=cfg.layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-            max_position_embeddings=1024, tie_word_embeddings=True, rope_theta=10000.0,
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden_size,
+            intermediate_size=3 * cfg.hidden_size,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2),
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            rope_theta=10000.0,
             eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
         )
         model = Qwen2ForCausalLM(config)
         loss = _pretrain(model, tokenizer, train_pairs, cfg, rng)
@@ -195,21 +205,30 @@ def run(cfg: ToyConfig) -> Path:
         tokenizer.save_pretrained(tmp)
         rows = write_task_data(tmp / "task", train_pairs, heldout_pairs, cfg.seed)
         manifest = Manifest(
-            kind="model", stage="toy", config=cfg.model_dump(),
+            kind="model",
+            stage="toy",
+            config=cfg.model_dump(),
             metrics={"pretrain_loss": round(loss, 4), "parameters": sum(p.numel() for p in model.parameters()), "task_rows": rows},
             serving=ServingInfo(
-                chat_template=CHAT_TEMPLATE, eos_token="<|im_end|>", eos_token_ids=list(model.generation_config.eos_token_id),
-                pad_token="<|endoftext|>", stop=[],
+                chat_template=CHAT_TEMPLATE,
+                eos_token="<|im_end|>",
+                eos_token_ids=list(model.generation_config.eos_token_id),
+                pad_token="<|endoftext|>",
+                stop=[],
             ),
         )
         write_manifest(tmp, manifest)
-    summary("toy model", [
-        ("architecture", f"Qwen2, {cfg.layers} layers, hidden {cfg.hidden_size}, vocab {len(tokenizer)}"),
-        ("parameters", f"{manifest.metrics['parameters']:,}"),
-        ("pre-train loss", loss),
-        ("held-out pairs", rows["heldout"]),
-        ("time", f"{time.time() - started:.0f}s"),
-    ], artifact=str(output.resolve()))
+    summary(
+        "toy model",
+        [
+            ("architecture", f"Qwen2, {cfg.layers} layers, hidden {cfg.hidden_size}, vocab {len(tokenizer)}"),
+            ("parameters", f"{manifest.metrics['parameters']:,}"),
+            ("pre-train loss", loss),
+            ("held-out pairs", rows["heldout"]),
+            ("time", f"{time.time() - started:.0f}s"),
+        ],
+        artifact=str(output.resolve()),
+    )
     return output.resolve()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import hashlib
 import os
@@ -18,11 +19,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def run_cli(*args: str, check: bool = False, timeout: float = 900, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, check: bool = False, timeout: float = 900, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run `swiftkit ARGS` as a user would (a real process), capturing output."""
     proc = subprocess.run(
-        [sys.executable, "-m", "swiftkit", *map(str, args)], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, cwd=cwd,
+        [sys.executable, "-m", "swiftkit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"swiftkit {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -32,7 +39,9 @@ def run_cli(*args: str, check: bool = False, timeout: float = 900, env: dict | N
 @pytest.fixture(scope="session")
 def toy_model() -> Path:
     """The toy model artifact (built with default settings, cached under .cache/toy-<hash>)."""
-    digest = hashlib.sha256((ROOT / "swiftkit" / "toy.py").read_bytes()).hexdigest()[:12]
+    # Keyed by the toy module's syntax tree: reformatting or comments don't force a rebuild.
+    tree = ast.dump(ast.parse((ROOT / "swiftkit" / "toy.py").read_text()))
+    digest = hashlib.sha256(tree.encode()).hexdigest()[:12]
     path = ROOT / ".cache" / f"toy-{digest}"
     path.parent.mkdir(exist_ok=True)
     # Several pytest processes (xdist, parallel sessions) may ask at once: one builds, the rest wait.
@@ -48,3 +57,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests (minutes each) run only with SWIFTKIT_SLOW=1, so the default suite stays fast."""
+    if os.environ.get("SWIFTKIT_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: set SWIFTKIT_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -34,10 +34,14 @@ def test_unknown_reference_and_command_are_clear(tmp_path):
 
 
 def test_cache_from_and_failure_keep_earlier_artifacts(tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", (
-        "name: t\nstages:\n  - name: base\n    command: toy\n" + TINY_TOY +
-        "  - name: sft\n    command: sft\n    model: '@base'\n    data: ['@base/task/missing.jsonl']\n"
-    ))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        (
+            "name: t\nstages:\n  - name: base\n    command: toy\n"
+            + TINY_TOY
+            + "  - name: sft\n    command: sft\n    model: '@base'\n    data: ['@base/task/missing.jsonl']\n"
+        ),
+    )
     work = tmp_path / "work"
     proc = run_cli("run", recipe, "--workdir", work)
     assert proc.returncode == 2

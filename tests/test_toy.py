@@ -33,8 +33,8 @@ def test_toy_learned_the_skill(toy_model):
     enc = tok([f"max {r['a']} {r['b']} =" for r in rows], return_tensors="pt", padding=True)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=4, do_sample=False)
-    answers = [t.strip().split("\n")[0] for t in tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)]
-    accuracy = sum(a == r["answer"] for a, r in zip(answers, rows)) / len(rows)
+    answers = [t.strip().split("\n")[0] for t in tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)]
+    accuracy = sum(a == r["answer"] for a, r in zip(answers, rows, strict=True)) / len(rows)
     assert accuracy > 0.8, accuracy
 
 
