@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -44,12 +45,21 @@ def _samples(artifact: Path) -> dict[str, list[dict]]:
     return {p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in (artifact / "samples").glob("*.jsonl")}
 
 
-def compare(reference: Path, candidate: Path) -> dict[str, float]:
-    """Per-sample differences of `candidate` against `reference`."""
+def compare(reference: Path, candidate: Path, fits: Callable[[dict], bool]) -> dict[str, float]:
+    """Per-sample differences of `candidate` against `reference`, over samples that fit the context.
+
+    A prompt longer than the context is truncated, and lm-eval truncates differently in its hf and
+    API backends (the server also needs room for one generated token), so those samples are counted
+    apart instead of compared.
+    """
     ref, cand = _samples(reference), _samples(candidate)
     diff = {"max_ll_diff": 0.0, "prompt_diffs": 0, "pred_diffs": 0, "gen_diffs": 0, "answer_diffs": 0, "samples": 0}
+    diff["truncated"] = 0
     for task, rows in ref.items():
         for a, b in zip(rows, cand.get(task, []), strict=True):
+            if not fits(a):
+                diff["truncated"] += 1
+                continue
             diff["samples"] += 1
             diff["prompt_diffs"] += a["arguments"] != b["arguments"]
             if isinstance(a["resps"][0][0], list):  # loglikelihood: [[ll, greedy]] per choice
@@ -66,6 +76,25 @@ def compare(reference: Path, candidate: Path) -> dict[str, float]:
 def identical(diff: dict[str, float]) -> bool:
     counts = ("prompt_diffs", "pred_diffs", "gen_diffs", "answer_diffs")
     return diff["max_ll_diff"] <= TOLERANCE and not any(diff[k] for k in counts)
+
+
+def context_check(model: str, max_gen_toks: int) -> Callable[[dict], bool]:
+    """Whether a sample's prompt (+ answer, or + room to generate) fits the model's context."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    ref = resolve_model_ref(model)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(ref))
+    context = AutoConfig.from_pretrained(ref.base_path).max_position_embeddings
+
+    def fits(sample: dict) -> bool:
+        for request in sample["arguments"]:
+            text, second = request[0], request[1]
+            extra = len(tokenizer(second).input_ids) if isinstance(second, str) else max_gen_toks
+            if len(tokenizer(text).input_ids) + extra >= context:
+                return False
+        return True
+
+    return fits
 
 
 def wrong_template_copy(model: str, folder: Path) -> str:
@@ -116,6 +145,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-gen-toks", type=int, default=64)
+    parser.add_argument("--num-fewshot", type=int, default=None, help="default: each task's own (gsm8k 5)")
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--serve", action="store_true", help="also score the endpoint backend against swiftkit serve")
     args = parser.parse_args()
@@ -127,6 +157,7 @@ def main() -> int:
         "batch_size": args.batch_size,
         "max_gen_toks": args.max_gen_toks,
         "chat": args.chat,
+        "num_fewshot": args.num_fewshot,
     }
     with tempfile.TemporaryDirectory(prefix="eval-fidelity-") as scratch:
         root = Path(scratch)
@@ -149,22 +180,29 @@ def main() -> int:
                 server.wait(timeout=30)
         score("control: local, wrong chat template", model=[wrong_template_copy(args.model, root)])
 
+        fits = context_check(args.model, args.max_gen_toks)
         reference_name = "lm-eval hf (reference)"
         reference = runs[reference_name]
         ref_wall = read_manifest(reference).metrics["wall_s"]
-        print(f"\nmodel {args.model}; tasks {args.tasks}; limit {args.limit}; batch {args.batch_size}; chat {args.chat}\n")
+        print(
+            f"\nmodel {args.model}; tasks {args.tasks}; limit {args.limit}; few-shot {args.num_fewshot}; "
+            f"batch {args.batch_size}; chat {args.chat}\n"
+        )
         print("| backend | scores | scoring wall s | vs hf | total s | max abs Δ loglik | prompt / pred / gen / answer diffs | verdict |")
         print("|---|---|---|---|---|---|---|---|")
         failed = False
         for name, artifact in runs.items():
             metrics = read_manifest(artifact).metrics
             scores = ", ".join(f"{t} {v:.4f}" for t, v in metrics["scores"].items())
-            diff = compare(reference, artifact)
+            diff = compare(reference, artifact, fits)
             same = identical(diff)
             control = name.startswith("control")
             verdict = ("flagged (as it must be)" if not same else "NOT FLAGGED") if control else ("identical" if same else "DIFFERS")
             failed |= same if control else not same
-            counts = f"{diff['prompt_diffs']} / {diff['pred_diffs']} / {diff['gen_diffs']} / {diff['answer_diffs']} of {diff['samples']}"
+            counts = (
+                f"{diff['prompt_diffs']} / {diff['pred_diffs']} / {diff['gen_diffs']} / {diff['answer_diffs']} "
+                f"of {diff['samples']} ({diff['truncated']} over the context, not compared)"
+            )
             print(
                 f"| {name} | {scores} | {metrics['wall_s']:.1f} | {ref_wall / metrics['wall_s']:.2f}× | "
                 f"{started[name]:.1f} | {diff['max_ll_diff']:.2e} | {counts} | {verdict} |"

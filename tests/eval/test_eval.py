@@ -149,3 +149,58 @@ def _assert_loglikelihoods_match_transformers(model_dir: Path, sample: dict) -> 
             logprobs = model(torch.tensor([whole])).logits[0].log_softmax(-1)
         expected = sum(logprobs[i - 1, whole[i]].item() for i in range(len(context_ids), len(whole)))
         assert resp[0][0] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_endpoint_backend_against_swiftkit_serve_matches_local(toy_model, tmp_path):
+    """Same per-choice log-likelihoods through `swiftkit serve` (/v1/completions echo + logprobs)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "swiftkit", "serve", "--model", str(toy_model), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "swiftkit serve exited"
+                time.sleep(0.5)
+        served = run_cli(
+            "eval",
+            "--url",
+            url,
+            "--tokenizer",
+            toy_model,
+            "--tasks",
+            "toy_preference,toy_arithmetic",
+            "--limit",
+            "12",
+            "--output",
+            tmp_path / "served",
+        )
+        assert served.returncode == 0, served.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    local = run_cli(
+        "eval", "--model", toy_model, "--tasks", "toy_preference,toy_arithmetic", "--limit", "12", "--output", tmp_path / "local"
+    )
+    assert local.returncode == 0, local.stderr
+    for a, b in zip(_samples(tmp_path / "served", "toy_preference"), _samples(tmp_path / "local", "toy_preference"), strict=True):
+        assert a["arguments"] == b["arguments"]
+        for x, y in zip(a["resps"], b["resps"], strict=True):
+            assert x[0][0] == pytest.approx(y[0][0], abs=1e-4)
+    served_gen = [s["resps"] for s in _samples(tmp_path / "served", "toy_arithmetic")]
+    assert served_gen == [s["resps"] for s in _samples(tmp_path / "local", "toy_arithmetic")]
