@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from swiftkit.config import StageConfig
+from swiftkit.config import CommandConfig
 
 
-class BenchServeConfig(StageConfig):
+class BenchServeConfig(CommandConfig):
     url: str = Field("http://127.0.0.1:8000", description="Server base URL (with or without /v1).")
     model: str | None = Field(None, description="Model name to request (default: the first one /v1/models lists).")
     api_key: str | None = Field(None, description="Bearer key for the server.")

@@ -16,8 +16,8 @@ from swiftkit import __version__
 from swiftkit.serve import auth
 from swiftkit.serve.constrained import GrammarFactory, tool_schema
 from swiftkit.serve.engine.request import TokenLogprob
-from swiftkit.serve.errors import ModelNotFound, error_body, install_handlers
 from swiftkit.serve.errors import BadRequest as BadRequestError
+from swiftkit.serve.errors import ModelNotFound, error_body, install_handlers
 from swiftkit.serve.generation import (
     Choice,
     ChoiceRun,
@@ -172,6 +172,7 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         state.metrics.queue_depth.set(state.engine.queue_depth())
+        state.metrics.running.set(state.engine.num_running())
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", response_model=ModelList)
@@ -247,7 +248,7 @@ def plan_chat(state: ServerState, body: ChatCompletionRequest, default_max: int 
     constraint = None
     forced = None
     if choice == "required" or named:
-        constraint, forced = ("json_schema", tool_schema(tools, named)), named or ""
+        constraint, forced = ("json_schema", tool_schema(tools, named, body.parallel_tool_calls)), named or ""
     elif body.response_format and body.response_format.type == "json_object":
         constraint = ("json_object", None)
     elif body.response_format and body.response_format.type == "json_schema":

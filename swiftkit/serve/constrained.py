@@ -65,13 +65,13 @@ class GrammarFactory:
         return matcher
 
 
-def tool_schema(tools: list[dict], named: str | None) -> dict:
+def tool_schema(tools: list[dict], named: str | None, parallel: bool = True) -> dict:
     """The JSON a forced tool call must be: the named function's arguments, or a list of calls."""
     params = {t["function"]["name"]: t["function"].get("parameters") or {"type": "object"} for t in tools}
     if named is not None:
         return params[named]
     return {
-        "type": "array", "minItems": 1,
+        "type": "array", "minItems": 1, **({} if parallel else {"maxItems": 1}),
         "items": {"anyOf": [
             {"type": "object", "properties": {"name": {"const": name}, "parameters": schema},
              "required": ["name", "parameters"], "additionalProperties": False}

@@ -17,6 +17,8 @@ from swiftkit.errors import DataError
 from swiftkit.serve.config import InferConfig
 from swiftkit.serve.model import ServedModel, read_jsonl
 
+ROW_KEYS = ("messages", "question", "query", "prompt")
+
 
 def row_prompt(served: ServedModel, row: dict, system: str | None, where: str) -> list[int]:
     if "messages" in row:
@@ -26,7 +28,7 @@ def row_prompt(served: ServedModel, row: dict, system: str | None, where: str) -
     elif "prompt" in row:
         return served.encode(str(row["prompt"]), add_special_tokens=True)
     else:
-        raise DataError(f"{where}: a row needs `messages`, `question`/`query` or `prompt`", "see docs/serve.md#infer")
+        raise DataError(f"{where}: a row needs `messages`, `question`/`query` or `prompt`")
     if system and messages and messages[0].get("role") != "system":
         messages.insert(0, {"role": "system", "content": system})
     return served.encode(served.render_chat(messages), add_special_tokens=False)
@@ -44,6 +46,10 @@ def run(cfg: InferConfig) -> None:
     rows = read_jsonl(data)
     done = {json.loads(line)["id"] for line in output.read_text().splitlines() if line.strip()} if output.is_file() else set()
     todo = [(str(row.get("id", i)), row) for i, row in enumerate(rows) if str(row.get("id", i)) not in done]
+    for rid, row in todo:  # fail on a malformed row before spending time loading the model
+        if not any(key in row for key in ROW_KEYS):
+            raise DataError(f"{data}: row {rid}: a row needs `messages`, `question`/`query` or `prompt`",
+                            "see docs/serve.md#swiftkit-infer")
     if not todo:
         console.print(f"all {len(rows)} rows already in {output}")
         return

@@ -115,13 +115,13 @@ def install_responses(app: FastAPI, state) -> None:
             yield event("response.output_item.added", output_index=0, item=_message_item(msg_id, "", "in_progress"))
             yield event("response.content_part.added", item_id=msg_id, output_index=0, content_index=0,
                         part={"type": "output_text", "text": "", "annotations": []})
-            choice = None
-            async for choice, out in plan.run.events():
+            async for _, out in plan.run.events():
                 delta = parser.feed(out.text).content if plan.forced_tool is None else ""
                 if delta:
                     text += delta
                     yield event("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=delta)
             calls = []
+            choice = plan.run.choices[0]
             if plan.forced_tool is None:
                 last, calls = parser.finish()
                 if last.content:

@@ -35,7 +35,7 @@ class OutputParser:
     tools_format: str | None = None  # None: no tools in the request -> nothing is a tool call
     reasoning: bool = True
     _buf: str = ""
-    _state: str = "start"  # start -> (reasoning ->) content -> tool
+    _state: str = "start"  # start -> (reasoning -> after_think ->) content -> tool
     _tool_text: str = ""
     _content_all: list[str] = field(default_factory=list)
 
@@ -64,13 +64,19 @@ class OutputParser:
             end = buf.find(THINK_CLOSE)
             if end >= 0:
                 out.reasoning += buf[:end]
-                self._buf = buf[end + len(THINK_CLOSE):].lstrip("\n")
-                self._state = "content"
+                self._buf = buf[end + len(THINK_CLOSE):]
+                self._state = "after_think"
                 return True
             keep = _partial_suffix(buf, THINK_CLOSE)
             out.reasoning += buf[: len(buf) - keep]
             self._buf = buf[len(buf) - keep:]
             return False
+        if self._state == "after_think":  # the newlines that separate thinking from the answer are neither
+            self._buf = buf.lstrip("\n")
+            if not self._buf:
+                return False
+            self._state = "content"
+            return True
         if self._state == "content":
             if self.tools_format == "llama3_json" and not "".join(self._content_all).strip() and buf.lstrip()[:1] in ("{", "<"):
                 self._state = "tool"  # a Llama-3 reply that starts like JSON is parsed as a whole at the end
@@ -101,7 +107,7 @@ class OutputParser:
         out = Parsed()
         if self._state == "reasoning":
             out.reasoning += self._buf
-        elif self._state in ("start", "content"):
+        elif self._state in ("start", "content", "after_think"):
             self._emit(out, self._buf)
         else:
             self._tool_text += self._buf

@@ -115,6 +115,8 @@ class Engine:
         while not self._stopping:
             self._drain_inbox()
             if not self.scheduler.has_work:
+                if self.on_step:  # report the now-empty batch (aborts may have emptied it between steps)
+                    self.on_step(0, 0)
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue

@@ -1,0 +1,145 @@
+"""One real `swiftkit serve` process for the serve tests (toy model, two LoRA adapters, an API key)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+
+API_KEY = "sk-swiftkit-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(self.url + "/metrics").text
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
+
+
+def start_server(args: list[str], log: Path, timeout: float = 120) -> Server:
+    port = free_port()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swiftkit", "serve", "--port", str(port), *args],
+            stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return Server(proc, port, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError(f"server did not come up:\n{log.read_text()[-3000:]}")
+
+
+def stop_server(server: Server) -> None:
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+
+
+def make_adapter(base: Path, out: Path, seed: int) -> Path:
+    """A small LoRA with random (non-zero) B so its outputs really differ from the base's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, cfg)
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def adapters(toy_model: Path, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {name: make_adapter(toy_model, root / name, seed) for name, seed in (("alpha", 1), ("beta", 2))}
+
+
+@pytest.fixture(scope="session")
+def server(toy_model: Path, adapters: dict[str, Path], tmp_path_factory) -> Server:
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    srv = start_server([
+        "--model", str(toy_model), "--served-model-name", "toy", "--dtype", "float32",
+        "--adapter", f"alpha={adapters['alpha']}", "--adapter", f"beta={adapters['beta']}",
+        "--api-key", API_KEY, "--max-num-seqs", "16", "--max-queue", "4", "--max-model-len", "1024",
+    ], log)
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def client(server: Server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def http(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def reference(toy_model: Path, adapters: dict[str, Path]):
+    """In-process greedy generation: base model and each adapter, as a user would run them."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toy_model)
+    models = {None: AutoModelForCausalLM.from_pretrained(toy_model, dtype=torch.float32).eval()}
+    for name, path in adapters.items():
+        base = AutoModelForCausalLM.from_pretrained(toy_model, dtype=torch.float32)
+        models[name] = PeftModel.from_pretrained(base, path).eval()
+
+    def generate(prompt_ids: list[int], max_new_tokens: int, adapter: str | None = None) -> list[int]:
+        with torch.inference_mode():
+            out = models[adapter].generate(
+                input_ids=torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+                max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=None, pad_token_id=tok.pad_token_id,
+            )
+        return out[0, len(prompt_ids):].tolist()
+
+    generate.tokenizer = tok
+    return generate

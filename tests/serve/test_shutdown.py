@@ -1,0 +1,43 @@
+"""SIGTERM drains: in-flight streams finish, new requests get 503, then the process exits cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import httpx
+
+from tests.serve.conftest import start_server, stop_server
+
+
+def test_sigterm_drains_then_exits(toy_model, tmp_path):
+    server = start_server(["--model", str(toy_model), "--dtype", "float32", "--served-model-name", "toy",
+                           "--max-model-len", "1024"],
+                          tmp_path / "server.log")
+    try:
+        body = {"model": "toy", "prompt": "1 + 2 =", "max_tokens": 900, "ignore_eos": True, "stream": True}
+        chunks: list[dict] = []
+        started = threading.Event()
+
+        def stream() -> None:
+            with httpx.stream("POST", server.base_url + "/completions", json=body, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        chunks.append(json.loads(line[6:]))
+                        started.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(30)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        r = httpx.post(server.base_url + "/completions", json={**body, "stream": False}, timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+        assert httpx.get(server.url + "/health").status_code == 503
+        reader.join(60)
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"  # the in-flight stream completed
+        assert server.proc.wait(30) == 0
+    finally:
+        stop_server(server)
