@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import sys
 import typing
@@ -217,6 +218,10 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning SwiftkitError into one red line and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Import-time noise from optional kernels (torchao's CUDA-only .so files, torch's pytree notices)
+    # that says nothing actionable to a swiftkit user.
+    for noisy in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         app(args=argv, standalone_mode=False)
     except SwiftkitError as exc:

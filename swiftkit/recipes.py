@@ -220,9 +220,8 @@ def print_effects(stages: list[dict[str, Any]], outputs: dict[str, Path], result
         if size:
             cells["size"] = f"{size / 1e6:.2f} MB"
         verification = (manifest.quantization or {}).get("verification") or {}
-        for key in ("perplexity", "ppl"):
-            if key in verification:
-                cells["perplexity"] = f"{verification[key]:.3f}"
+        if "ppl_quantized" in verification:
+            cells["ppl"] = f"{verification['ppl_parent']:.1f}->{verification['ppl_quantized']:.1f}"
         if str(output) in speeds:
             cells["serve tok/s"] = f"{speeds[str(output)]:.0f}"
         columns.update(dict.fromkeys(cells))
