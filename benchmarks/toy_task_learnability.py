@@ -80,7 +80,7 @@ def run(task, steps, lr, batch, mask):
             with torch.no_grad():
                 out = m.generate(**enc, max_new_tokens=7, do_sample=False, pad_token_id=tok.pad_token_id)
             t = tok.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
-            acc = sum(a.strip().split("\n")[0] == c.strip() for a, (_, c) in zip(t, hq)) / len(hq)
+            acc = sum(a.strip().split("\n")[0] == c.strip() for a, (_, c) in zip(t, hq, strict=True)) / len(hq)
             m.train()
             res.append((s + 1, round(loss.item(), 3), acc))
     return res
