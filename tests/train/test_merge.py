@@ -28,19 +28,14 @@ def test_merged_model_equals_base_plus_adapter_chain(toy_model, dpo_adapter, mer
     # Independently of merge's own check: the merged artifact vs the chain applied at load time.
     chained, tokenizer, _ = load_model(dpo_adapter)
     plain, merged_tokenizer, _ = load_model(merged)
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is 23 + 58?"}], tokenize=False, add_generation_prompt=True
-    )
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 23 + 58?"}], tokenize=False, add_generation_prompt=True)
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         assert torch.allclose(chained(**ids).logits, plain(**ids).logits, atol=1e-4)
     # Dtype, tokenizer, chat template, generation config and eos intact.
     base_config = json.loads((toy_model / "config.json").read_text())
     assert json.loads((merged / "config.json").read_text()).get("dtype") == base_config.get("dtype")
-    assert (
-        merged_tokenizer.chat_template == tokenizer.chat_template
-        and merged_tokenizer.eos_token == tokenizer.eos_token
-    )
+    assert merged_tokenizer.chat_template == tokenizer.chat_template and merged_tokenizer.eos_token == tokenizer.eos_token
     base_gen = json.loads((toy_model / "generation_config.json").read_text())
     merged_gen = json.loads((merged / "generation_config.json").read_text())
     assert merged_gen["eos_token_id"] == base_gen["eos_token_id"]
@@ -50,7 +45,7 @@ def test_merged_model_equals_base_plus_adapter_chain(toy_model, dpo_adapter, mer
 def test_info_shows_the_lineage_back_to_the_toy(toy_model, sft_adapter, dpo_adapter, merged):
     proc = run_cli("info", merged, "--json-output", check=True)
     records = json.loads(proc.stdout)
-    assert [r["path"] for r in records] == [str(merged), str(dpo_adapter), str(sft_adapter), str(toy_model)]
+    assert [r["path"] for r in records] == [str(merged), str(dpo_adapter), str(sft_adapter), str(toy_model.resolve())]
     assert [r["manifest"]["stage"] for r in records] == ["merge", "dpo", "sft", "toy"]
 
 

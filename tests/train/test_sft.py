@@ -37,7 +37,7 @@ def test_lora_sft_learns_the_heldout_task(toy_model, sft_adapter, base_scores):
     # The session adapter trains long enough to answer unseen questions right, not only to move the loss.
     m = check_learned(sft_adapter, toy_model, base_scores, min_exact_gain=EXACT_GAIN)
     assert m["kind"] == "adapter" and m["stage"] == "sft"
-    assert m["base_model"] == str(toy_model) and m["parents"] == [str(toy_model)] and m["adapter_chain"] == []
+    assert m["base_model"] == str(toy_model.resolve()) and m["parents"] == [str(toy_model.resolve())] and m["adapter_chain"] == []
     assert m["data"]["rows"] > 0 and len(m["data"]["fingerprint"]) == 64
     assert m["metrics"]["loss_on"] == "assistant" and m["metrics"]["tokens_per_second"] > 0
     assert "{% generation %}" in m["serving"]["chat_template"]
@@ -53,8 +53,9 @@ SHORT_RUN = "--max-steps 40 --batch-size 8 --eval-split 0.1"
 def test_qlora_sft_learns(toy_model, train_dir, base_scores):
     out = train_dir / "sft-qlora"
     data = f"{toy_model}/task/sft.jsonl#400"
-    run_cli("sft", "--model", toy_model, "--method", "qlora", "--data", data, "--lr", "3e-3", *SHORT_RUN.split(),
-            "--output", out, check=True)
+    run_cli(
+        "sft", "--model", toy_model, "--method", "qlora", "--data", data, "--lr", "3e-3", *SHORT_RUN.split(), "--output", out, check=True
+    )
     m = check_learned(out, toy_model, base_scores)
     assert m["kind"] == "adapter" and m["config"]["method"] == "qlora"
 
@@ -62,8 +63,9 @@ def test_qlora_sft_learns(toy_model, train_dir, base_scores):
 def test_full_sft_writes_a_model_that_learned(toy_model, train_dir, base_scores):
     out = train_dir / "sft-full"
     data = f"{toy_model}/task/sft.jsonl#400"
-    run_cli("sft", "--model", toy_model, "--method", "full", "--data", data, "--lr", "5e-4", *SHORT_RUN.split(),
-            "--output", out, check=True)
+    run_cli(
+        "sft", "--model", toy_model, "--method", "full", "--data", data, "--lr", "5e-4", *SHORT_RUN.split(), "--output", out, check=True
+    )
     m = check_learned(out, toy_model, base_scores)
-    assert m["kind"] == "model" and m["parents"] == [str(toy_model)] and "base_model" not in m
+    assert m["kind"] == "model" and m["parents"] == [str(toy_model.resolve())] and "base_model" not in m
     assert (out / "model.safetensors").is_file() and (out / "generation_config.json").is_file()
