@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+
+import pytest
+
 from tests.conftest import run_cli
 from tests.train.conftest import manifest
 
@@ -19,3 +23,25 @@ def test_two_processes_see_different_data(toy_model, tmp_path):
     assert dist["shared_sequences"] == 0
     assert not set(dist["digests_per_rank"][0]) & set(dist["digests_per_rank"][1])
     assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed")
+def test_deepspeed_without_the_package_is_a_clear_error(toy_model, tmp_path):
+    data = f"{toy_model}/task/sft.jsonl#8"
+    proc = run_cli(
+        "sft",
+        "--model",
+        toy_model,
+        "--data",
+        data,
+        *"--method full --distributed deepspeed --nproc 2".split(),
+        "--output",
+        tmp_path / "out",
+    )
+    assert proc.returncode == 2 and "needs the deepspeed package" in proc.stderr
+
+
+def test_sharded_strategies_are_for_full_fine_tuning(toy_model, tmp_path):
+    data = f"{toy_model}/task/sft.jsonl#8"
+    proc = run_cli("sft", "--model", toy_model, "--data", data, "--distributed", "fsdp", "--output", tmp_path / "out")
+    assert proc.returncode == 2 and "--distributed fsdp is for full fine-tuning" in proc.stderr
