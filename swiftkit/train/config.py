@@ -51,7 +51,9 @@ class TrainConfig(ModelStageConfig):
 
 
 class SFTConfig(TrainConfig):
-    packing: bool = Field(False, description="Pack several examples per row (padding-free).")
+    packing: bool | None = Field(
+        None, description="Pack rows padding-free with isolated attention (default: on with CUDA)."
+    )
     assistant_only_loss: bool = Field(True, description="Loss only on assistant tokens.")
 
 

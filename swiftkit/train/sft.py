@@ -17,7 +17,7 @@ from swiftkit.console import console, summary
 from swiftkit.data.dataset import (
     has_generation_markers,
 )
-from swiftkit.train import common, launch
+from swiftkit.train import common, launch, packing
 from swiftkit.train.config import SFTConfig
 
 
@@ -46,9 +46,10 @@ def _train(cfg: SFTConfig) -> None:
 
     with common.writer(cfg) as tmp:
         model = common.load_for_training(cfg, mref, tmp / "scratch" / f"rank{launch.rank()}")
+        packing.prepare_model(cfg, model)
         args = TRLSFTConfig(
             **common.trainer_args(cfg, tmp, bool(eval_rows)),
-            packing=cfg.packing,
+            **packing.sft_args(cfg),
             assistant_only_loss=loss_on == "assistant",
             completion_only_loss=loss_on == "completion",
         )
@@ -77,7 +78,7 @@ def _train(cfg: SFTConfig) -> None:
         manifest = Manifest(
             stage="sft",
             **common.adapter_lineage(mref, cfg.method),
-            config=cfg.model_dump(),
+            config={**cfg.model_dump(), "packing": packing.packing_enabled(cfg)},
             data=common.data_entry(data, held),
             metrics=metrics,
             serving=serving_info(tokenizer, model),

@@ -67,7 +67,9 @@ def test_packed_loss_and_gradients_equal_one_by_one(toy):
     torch.testing.assert_close(packed / tokens, alone / tokens, rtol=1e-5, atol=1e-6)
     assert packed_grads.keys() == alone_grads.keys()
     for name, grad in packed_grads.items():
-        torch.testing.assert_close(grad, alone_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        # Relative to the whole gradient: float32 sums taken in another order differ near 1e-7 of it.
+        ref = alone_grads[name]
+        assert float((grad - ref).norm() / ref.norm()) < 1e-5, name
 
 
 def test_without_restarting_positions_conversations_see_each_other(toy):
