@@ -206,9 +206,46 @@ def _use_chat(cfg: EvalConfig, tokenizer, label: str) -> bool:
     return has_chat_template(tokenizer) if cfg.chat is None else cfg.chat
 
 
-def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
+def _score(cfg: EvalConfig, plan: TaskPlan, manager, backend, chat: bool, cache: Path) -> dict[str, Any]:
+    """lm-eval's simple_evaluate with swiftkit's settings; finished requests are cached for resuming."""
     import lm_eval
 
+    # The cache is keyed by request text only: the model and settings go into its file name.
+    identity = f"{backend.target}|{chat}|{cfg.system_prompt}|{cfg.dtype}|{cfg.max_length}"
+    fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    cache.mkdir(exist_ok=True)
+    try:
+        return lm_eval.simple_evaluate(
+            model=backend.lm,
+            tasks=plan.names,
+            task_manager=manager,
+            num_fewshot=cfg.num_fewshot,
+            limit=cfg.limit,
+            batch_size=cfg.batch_size,
+            apply_chat_template=chat,
+            fewshot_as_multiturn=chat,
+            system_instruction=cfg.system_prompt,
+            gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
+            log_samples=True,
+            use_cache=str(cache / f"requests-{fingerprint}"),
+            bootstrap_iters=1000,
+            random_seed=cfg.seed,
+            numpy_random_seed=cfg.seed,
+            torch_random_seed=cfg.seed,
+            fewshot_random_seed=cfg.seed,
+            confirm_run_unsafe_code=cfg.allow_code_execution,
+        )
+    except Exception as exc:
+        if not cfg.url or isinstance(exc, SwiftkitError):
+            raise
+        # lm-eval retries, then raises whatever the HTTP client raised: name the endpoint instead.
+        raise SwiftkitError(
+            f"endpoint {cfg.url} failed during the eval: {type(exc).__name__}: {exc}".splitlines()[0],
+            "check the server's log; finished requests are cached, so re-running the command resumes",
+        ) from None
+
+
+def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
     tokenizer = _tokenizer(cfg, target)
     chat = _use_chat(cfg, tokenizer, target.label)
     end = _end_of_turn(tokenizer) if chat and tokenizer is not None else ""
@@ -221,38 +258,8 @@ def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
     with artifact_writer(target.output, overwrite=cfg.overwrite, keep_partial=True) as tmp:
         plan = _plan(cfg, tmp / "tasks", target, end)
         manager = _task_manager(plan)
-        fingerprint = hashlib.sha256(f"{backend.target}|{chat}|{cfg.system_prompt}|{cfg.dtype}|{cfg.max_length}".encode()).hexdigest()[:16]
-        (tmp / "cache").mkdir(exist_ok=True)
         started = time.time()
-        try:
-            results = lm_eval.simple_evaluate(
-                model=backend.lm,
-                tasks=plan.names,
-                task_manager=manager,
-                num_fewshot=cfg.num_fewshot,
-                limit=cfg.limit,
-                batch_size=cfg.batch_size,
-                apply_chat_template=chat,
-                fewshot_as_multiturn=chat,
-                system_instruction=cfg.system_prompt,
-                gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
-                log_samples=True,
-                use_cache=str(tmp / "cache" / f"requests-{fingerprint}"),
-                bootstrap_iters=1000,
-                random_seed=cfg.seed,
-                numpy_random_seed=cfg.seed,
-                torch_random_seed=cfg.seed,
-                fewshot_random_seed=cfg.seed,
-                confirm_run_unsafe_code=cfg.allow_code_execution,
-            )
-        except Exception as exc:
-            if not cfg.url or isinstance(exc, SwiftkitError):
-                raise
-            # lm-eval retries, then raises whatever the HTTP client raised: name the endpoint instead.
-            raise SwiftkitError(
-                f"endpoint {cfg.url} failed during the eval: {type(exc).__name__}: {exc}".splitlines()[0],
-                "check the server's log; finished requests are cached, so re-running the command resumes",
-            ) from None
+        results = _score(cfg, plan, manager, backend, chat, tmp / "cache")
         wall = time.time() - started
         scores, metrics_used = scores_of(results, plan.primary)
         extra: dict[str, Any] = {
