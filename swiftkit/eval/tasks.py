@@ -595,6 +595,7 @@ PRIMARY_METRIC = {
     "toy_arithmetic": "exact_match,strict",
     "toy_preference": "win_rate,none",
     "jsonl_qa": "exact_match,strict",
+    "jsonl_choice": "acc,none",
 }
 LOGLIKELIHOOD_TASKS = {
     "mmlu",
@@ -604,6 +605,7 @@ LOGLIKELIHOOD_TASKS = {
     "arc_challenge",
     "hellaswag",
     "toy_preference",
+    "jsonl_choice",
 }
 
 
@@ -744,7 +746,83 @@ def _preference_task(data: Path, out: Path, end_of_turn: str) -> str:
     )
 
 
-OWN_TASKS = {"toy_arithmetic": TOY_QA_LAYOUT, "toy_preference": TOY_PREF_LAYOUT, "jsonl_qa": TOY_QA_LAYOUT}
+CHOICE_LAYOUT = "jsonl rows {question, choices: [text, ...], answer: index, letter or the right choice's text}"
+
+
+def _choice_rows(path: Path) -> list[dict]:
+    rows = []
+    for number, row in _read_jsonl(path):
+        question, choices, answer = row.get("question"), row.get("choices"), row.get("answer")
+        if not isinstance(question, str) or not isinstance(choices, list) or len(choices) < 2:
+            raise DataError(f"{path}:{number}: needs a string 'question' and a list of 2+ 'choices'", f"expected layout: {CHOICE_LAYOUT}")
+        choices = [str(c) for c in choices]
+        letters = [chr(ord("A") + i) for i in range(len(choices))]
+        if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(choices):
+            index = answer
+        elif str(answer) in choices:
+            index = choices.index(str(answer))
+        elif str(answer) in letters:
+            index = letters.index(str(answer))
+        else:
+            raise DataError(
+                f"{path}:{number}: answer {answer!r} is not an index, letter or one of the choices", f"expected layout: {CHOICE_LAYOUT}"
+            )
+        rows.append({"question": question, "choices": choices, "answer": index})
+    if not rows:
+        raise DataError(f"{path}: no rows", f"expected layout: {CHOICE_LAYOUT}")
+    return rows
+
+
+def _choice_task(data: Path, out: Path) -> str:
+    """Multiple choice by log-likelihood of each choice after the question (acc and acc_norm)."""
+    files = {"test": _write_jsonl(out / "data" / "jsonl_choice.jsonl", _choice_rows(data))}
+    return _write_yaml(
+        out,
+        "jsonl_choice",
+        {
+            "task": "jsonl_choice",
+            **_local_dataset(files),
+            "output_type": "multiple_choice",
+            "test_split": "test",
+            "doc_to_text": "{{question}}",
+            "doc_to_choice": "choices",
+            "doc_to_target": "answer",
+            "metric_list": [
+                {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+            ],
+            "num_fewshot": 0,
+            "metadata": {"version": 1.0},
+        },
+    )
+
+
+class _TagTolerantLoader(yaml.SafeLoader):
+    """Reads an lm-eval task YAML for its name and kind without importing its `!function`s."""
+
+
+_TagTolerantLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def _yaml_task(path: Path, out: Path) -> tuple[str, dict[str, Any]]:
+    """A user's own lm-eval task YAML, served by a stub that `include`s it (its own relative
+    `include:` and `!function utils.x` references keep resolving next to the original)."""
+    try:
+        config = yaml.load(path.read_text(encoding="utf-8"), Loader=_TagTolerantLoader)
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    key = "group" if isinstance(config, dict) and "group" in config else "task"
+    if not isinstance(config, dict) or not isinstance(config.get(key), str):
+        raise DataError(f"{path}: an lm-eval task YAML needs a `task:` (or `group:`) name", "see lm-eval's docs/task_guide.md")
+    return _write_yaml(out, config[key], {key: config[key], "include": str(path.resolve())}), config
+
+
+OWN_TASKS = {
+    "toy_arithmetic": TOY_QA_LAYOUT,
+    "toy_preference": TOY_PREF_LAYOUT,
+    "jsonl_qa": TOY_QA_LAYOUT,
+    "jsonl_choice": CHOICE_LAYOUT,
+}
 
 
 def _toy_file(task: str, data_dir: Path | None, data: Path | None, model_dirs: list[Path]) -> Path:
@@ -793,12 +871,26 @@ def plan_tasks(
     for raw in tasks:
         task = ALIASES.get(raw, raw)
         base = _layout_for(task)
+        if task.endswith((".yaml", ".yml")):
+            if not Path(task).is_file():
+                raise DataError(f"task YAML not found: {task}")
+            name, config = _yaml_task(Path(task), out)
+            plan.names.append(name)
+            plan.sources[name] = str(Path(task).resolve())
+            plan.primary[name] = ""
+            if config.get("output_type") in ("multiple_choice", "loglikelihood", "loglikelihood_rolling"):
+                plan.loglikelihood.append(name)
+            # A group may name lm-eval's own tasks, which only its full index knows.
+            plan.offline = plan.offline and "group" not in config
+            continue
         if task in OWN_TASKS:
-            if task == "jsonl_qa" and data_file is None:
-                raise SwiftkitError("jsonl_qa needs --data FILE.jsonl", f"layout: {TOY_QA_LAYOUT}")
+            if task in ("jsonl_qa", "jsonl_choice") and data_file is None:
+                raise SwiftkitError(f"{task} needs --data FILE.jsonl", f"layout: {OWN_TASKS[task]}")
             source = _toy_file(task, root, data_file, model_dirs or [])
             if task == "toy_preference":
                 name = _preference_task(source, out, end_of_turn)
+            elif task == "jsonl_choice":
+                name = _choice_task(source, out)
             else:
                 name = _qa_task(task, source, out, max_gen_toks or 8)
             plan.names.append(name)

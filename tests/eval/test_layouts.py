@@ -101,37 +101,41 @@ def release_layouts(tmp_path: Path, shared_data: Path) -> Path:
     return root
 
 
-def test_release_layouts_score_through_lm_eval_tasks(toy_model, release_layouts, tmp_path):
+CUSTOM_YAML = """
+task: my_larger
+dataset_path: json
+dataset_kwargs: {data_files: {test: DATA}}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{prompt}}"
+doc_to_target: "{{target}}"
+generation_kwargs: {until: ["\\n"], max_gen_toks: 4}
+filter_list: [{name: number, filter: [{function: regex, regex_pattern: "(\\\\d+)"}, {function: take_first}]}]
+metric_list: [{metric: exact_match}]
+"""
+
+
+def test_release_layouts_and_custom_tasks_score_through_lm_eval(toy_model, release_layouts, tmp_path):
     out = tmp_path / "eval"
-    tasks = "mmlu,cmmlu,ceval,arc_easy,arc_challenge,hellaswag,humaneval"
+    _jsonl(tmp_path / "qa.jsonl", [{"prompt": "What is the larger of 12 and 40?", "target": "40"}])
+    (tmp_path / "larger.yaml").write_text(CUSTOM_YAML.replace("DATA", str(tmp_path / "qa.jsonl")))
+    _jsonl(
+        tmp_path / "choice.jsonl",
+        [  # the answer as the choice's text, an index, a letter
+            {"question": "larger of 12 and 40?", "choices": ["12", "40"], "answer": "40"},
+            {"question": "larger of 77 and 31?", "choices": ["77", "31"], "answer": 0},
+            {"question": "larger of 5 and 9?", "choices": ["5", "9"], "answer": "B"},
+        ],
+    )
+    tasks = f"mmlu,cmmlu,ceval,arc_easy,arc_challenge,hellaswag,humaneval,jsonl_choice,{tmp_path / 'larger.yaml'}"
     proc = run_cli(
-        "eval",
-        "--model",
-        toy_model,
-        "--tasks",
-        tasks,
-        "--data-dir",
-        release_layouts,
-        "--no-chat",
-        "--limit",
-        "2",
-        "--max-gen-toks",
-        "8",
-        "--allow-code-execution",
-        "--output",
-        out,
+        *("eval", "--model", toy_model, "--tasks", tasks, "--data-dir", release_layouts, "--no-chat", "--limit", "2"),
+        *("--max-gen-toks", "8", "--allow-code-execution", "--data", tmp_path / "choice.jsonl", "--output", out),
     )
     assert proc.returncode == 0, proc.stderr
     scores = json.loads((out / "results.json").read_text())["scores"]
-    assert set(scores) == {
-        "mmlu",
-        "cmmlu",
-        "ceval-valid",
-        "arc_easy",
-        "arc_challenge",
-        "hellaswag",
-        "humaneval",
-    }
+    offline = {"mmlu", "cmmlu", "ceval-valid", "arc_easy", "arc_challenge", "hellaswag", "humaneval"}
+    assert set(scores) == offline | {"jsonl_choice", "my_larger"}
     samples = {p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in (out / "samples").glob("*.jsonl")}
     assert [s["target"] for s in samples["mmlu_anatomy"]] == [1, 2]  # letters B, C -> choice index
     assert [s["target"] for s in samples["arc_easy"]] == [2, 0]  # answerKey by label, numeric labels too
@@ -139,6 +143,8 @@ def test_release_layouts_score_through_lm_eval_tasks(toy_model, release_layouts,
     assert samples["cmmlu_anatomy"][0]["arguments"][0][0].endswith("答案：")  # lm-eval's own CMMLU prompt
     assert samples["hellaswag"][0]["target"] == 3 and len(samples["hellaswag"][0]["arguments"]) == 4
     assert samples["humaneval"][0]["doc"]["task_id"] == "HumanEval/0" and scores["humaneval"] == 0.0
+    assert [s["target"] for s in samples["jsonl_choice"]] == [1, 0]  # --limit 2
+    assert samples["my_larger"][0]["filter"] == "number"  # the user's YAML, its own regex extractor
 
 
 def _cfg(out: Path, **values) -> EvalConfig:
