@@ -4,7 +4,8 @@ Every request streams with `ignore_eos` so it produces exactly --max-tokens toke
 tokens from the final usage chunk, takes TTFT at the first content chunk and inter-token latency
 (ITL) between chunks. The baseline runs the same prompts through one padded batched
 `model.generate` per --concurrency prompts, in this process, after the load test — the practical
-ceiling for a server doing the same work on the same machine.
+ceiling for a server doing the same work on the same machine — and through swiftkit's engine in
+this process without HTTP (which separates engine cost from HTTP/streaming cost).
 """
 
 from __future__ import annotations
@@ -120,6 +121,43 @@ def baseline(cfg: BenchServeConfig) -> float:
     return generated / (time.perf_counter() - start)
 
 
+def engine_baseline(cfg: BenchServeConfig) -> float:
+    """Output tok/s of the same prompts through swiftkit's engine in this process (no HTTP)."""
+    import queue
+
+    from swiftkit.serve.config import EngineConfig
+    from swiftkit.serve.engine.engine import Engine
+    from swiftkit.serve.engine.request import Request, SamplingParams
+    from swiftkit.serve.model import load_served_model
+
+    ecfg = EngineConfig(model=cfg.baseline_model, dtype=cfg.dtype, max_num_seqs=cfg.concurrency)
+    served = load_served_model(ecfg)
+    texts = prompts(cfg.requests)
+    if cfg.endpoint == "chat":
+        ids = [served.encode(served.render_chat([{"role": "user", "content": t}]), False) for t in texts]
+    else:
+        ids = [served.encode(t, True) for t in texts]
+    engine = served.build_engine(ecfg, engine_cls=Engine)
+    engine.start()
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    params = SamplingParams(max_tokens=cfg.max_tokens, temperature=0, ignore_eos=True)
+    start = time.perf_counter()
+    pending = list(ids)
+    for _ in range(min(cfg.concurrency, len(pending))):  # closed loop, like the HTTP load
+        engine.submit(Request(pending.pop(0), params, sink=done.put))
+    generated = finished = 0
+    while finished < len(ids):
+        out = done.get()
+        generated += len(out.token_ids)
+        if out.finished:
+            finished += 1
+            if pending:
+                engine.submit(Request(pending.pop(0), params, sink=done.put))
+    elapsed = time.perf_counter() - start
+    engine.stop()
+    return generated / elapsed
+
+
 def run(cfg: BenchServeConfig) -> None:
     base = cfg.url.rstrip("/")
     base = base if base.endswith("/v1") else base + "/v1"
@@ -148,6 +186,7 @@ def run(cfg: BenchServeConfig) -> None:
     if cfg.baseline_model:
         result["baseline_generate_tok_s"] = baseline(cfg)
         result["ratio_to_baseline"] = result["output_tok_s"] / result["baseline_generate_tok_s"]
+        result["engine_in_process_tok_s"] = engine_baseline(cfg)
     rows = [
         ("output tok/s", f"{result['output_tok_s']:.0f}"), ("requests/s", f"{result['req_s']:.2f}"),
         ("TTFT p50 / p99 (ms)", f"{result['ttft_p50_ms']:.1f} / {result['ttft_p99_ms']:.1f}"),
@@ -156,7 +195,8 @@ def run(cfg: BenchServeConfig) -> None:
     ]
     if cfg.baseline_model:
         rows += [("in-process padded generate tok/s", f"{result['baseline_generate_tok_s']:.0f}"),
-                 ("server / generate", f"{result['ratio_to_baseline']:.2f}")]
+                 ("server / generate", f"{result['ratio_to_baseline']:.2f}"),
+                 ("swiftkit engine in-process (no HTTP) tok/s", f"{result['engine_in_process_tok_s']:.0f}")]
     out.print("\n".join(f"| {k} | {v} |" for k, v in [("metric", "value"), ("---", "---"), *rows]))
     if cfg.output:
         Path(cfg.output).write_text(json.dumps(result, indent=2) + "\n")

@@ -31,7 +31,6 @@ from swiftkit.serve.model import ServedModel
 from swiftkit.serve.protocol import (
     AssistantMessage,
     ChatChoice,
-    ChatChunkChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -338,44 +337,25 @@ def _count(state: ServerState, usage: Usage) -> None:
 async def chat_stream(state: ServerState, plan: ChatPlan, model: str, body: ChatCompletionRequest) -> AsyncIterator[str]:
     rid, created = new_id("chatcmpl"), int(time.time())
     started = time.perf_counter()
-    first_token = True
+
+    # Hot path (one event per token): the constant part of ChatCompletionChunk is serialised once and
+    # each event adds only its choice; the field names are those of protocol.ChatChunkChoice.
+    head = f'data: {{"id":"{rid}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(model)},"choices":['
 
     def chunk(index: int, delta: Delta, finish: str | None = None, logprobs=None) -> str:
-        return sse(ChatCompletionChunk(id=rid, created=created, model=model, choices=[
-            ChatChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)]))
+        choice: dict[str, Any] = {"index": index, "delta": delta.model_dump(exclude_none=True)}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs.model_dump(exclude_none=True)
+        if finish is not None:
+            choice["finish_reason"] = finish
+        return head + json.dumps(choice) + "]}\n\n"
 
     parsers = [OutputParser(plan.tools_format) for _ in plan.run.choices]
     try:
         for c in plan.run.choices:
             yield chunk(c.index, Delta(role="assistant", content=""))
-        async for c, out in plan.run.events():
-            if first_token and out.token_ids:
-                state.metrics.ttft.observe(time.perf_counter() - started)
-                first_token = False
-            lp = chat_logprobs(state, out.logprobs) if plan.logprobs and out.logprobs else None
-            if plan.forced_tool is not None:
-                parsed_content, parsed_reasoning = "", ""
-            else:
-                parsed = parsers[c.index].feed(out.text)
-                parsed_content, parsed_reasoning = parsed.content, parsed.reasoning
-            if parsed_content or parsed_reasoning or lp:
-                yield chunk(c.index, Delta(content=parsed_content or None, reasoning_content=parsed_reasoning or None), logprobs=lp)
-            if not out.finished:
-                continue
-            if plan.forced_tool is not None:
-                content, _, calls, reason = finish_choice(plan, c)
-                if calls:
-                    yield chunk(c.index, Delta(tool_calls=_delta_calls(calls)))
-                elif content:
-                    yield chunk(c.index, Delta(content=content))
-            else:
-                last, calls = parsers[c.index].finish()
-                reason = "tool_calls" if calls else c.finish_reason
-                if last.content or last.reasoning:
-                    yield chunk(c.index, Delta(content=last.content or None, reasoning_content=last.reasoning or None))
-                if calls:
-                    yield chunk(c.index, Delta(tool_calls=_delta_calls(calls)))
-            yield chunk(c.index, Delta(), finish=reason)
+        async for piece in _batched(_chat_events(state, plan, parsers, chunk, started), plan.run.has_pending):
+            yield piece
         usage = _usage(plan.prompt_ids, plan.run.choices)
         _count(state, usage)
         if body.stream_options and body.stream_options.include_usage:
@@ -383,6 +363,51 @@ async def chat_stream(state: ServerState, plan: ChatPlan, model: str, body: Chat
         yield "data: [DONE]\n\n"
     finally:
         plan.run.close()
+
+
+async def _batched(events: AsyncIterator[str], has_pending) -> AsyncIterator[str]:
+    """Join the SSE events that are ready at once into one write (still one event per token on the
+    wire): when the server lags behind the engine, fewer, larger writes let it catch up."""
+    ready: list[str] = []
+    async for event in events:
+        ready.append(event)
+        if not has_pending():
+            yield "".join(ready)
+            ready = []
+    if ready:
+        yield "".join(ready)
+
+
+async def _chat_events(state: ServerState, plan: ChatPlan, parsers, chunk, started: float) -> AsyncIterator[str]:
+    first_token = True
+    async for c, out in plan.run.events():
+        if first_token and out.token_ids:
+            state.metrics.ttft.observe(time.perf_counter() - started)
+            first_token = False
+        lp = chat_logprobs(state, out.logprobs) if plan.logprobs and out.logprobs else None
+        if plan.forced_tool is not None:
+            parsed_content, parsed_reasoning = "", ""
+        else:
+            parsed = parsers[c.index].feed(out.text)
+            parsed_content, parsed_reasoning = parsed.content, parsed.reasoning
+        if parsed_content or parsed_reasoning or lp:
+            yield chunk(c.index, Delta(content=parsed_content or None, reasoning_content=parsed_reasoning or None), logprobs=lp)
+        if not out.finished:
+            continue
+        if plan.forced_tool is not None:
+            content, _, calls, reason = finish_choice(plan, c)
+            if calls:
+                yield chunk(c.index, Delta(tool_calls=_delta_calls(calls)))
+            elif content:
+                yield chunk(c.index, Delta(content=content))
+        else:
+            last, calls = parsers[c.index].finish()
+            reason = "tool_calls" if calls else c.finish_reason
+            if last.content or last.reasoning:
+                yield chunk(c.index, Delta(content=last.content or None, reasoning_content=last.reasoning or None))
+            if calls:
+                yield chunk(c.index, Delta(tool_calls=_delta_calls(calls)))
+        yield chunk(c.index, Delta(), finish=reason)
 
 
 def _delta_calls(calls) -> list[DeltaToolCall]:
@@ -473,12 +498,20 @@ def _completion_logprobs(state: ServerState, entries: list[TokenLogprob], prompt
 async def completion_stream(state: ServerState, body: CompletionRequest, prompts, runs) -> AsyncIterator[str]:
     rid, created = new_id("cmpl"), int(time.time())
 
-    def chunk(index: int, text: str, finish: str | None = None, logprobs=None, stop_reason=None) -> str:
-        return sse(CompletionResponse(id=rid, created=created, model=body.model, choices=[
-            CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish, stop_reason=stop_reason)]))
+    head = f'data: {{"id":"{rid}","object":"text_completion","created":{created},"model":{json.dumps(body.model)},"choices":['
 
-    offsets: dict[int, int] = {}
-    try:
+    def chunk(index: int, text: str, finish: str | None = None, logprobs=None, stop_reason=None) -> str:
+        choice: dict[str, Any] = {"index": index, "text": text}  # fields of protocol.CompletionChoice
+        if logprobs is not None:
+            choice["logprobs"] = logprobs.model_dump()
+        if finish is not None:
+            choice["finish_reason"] = finish
+        if stop_reason is not None:
+            choice["stop_reason"] = stop_reason
+        return head + json.dumps(choice) + "]}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        offsets: dict[int, int] = {}
         for p, (ids, run) in enumerate(zip(prompts, runs, strict=True)):
             async for c, out in run.events():
                 index = p * body.n + c.index
@@ -496,6 +529,10 @@ async def completion_stream(state: ServerState, body: CompletionRequest, prompts
                     yield chunk(index, text, logprobs=lp)
                 if out.finished:
                     yield chunk(index, "", finish=out.finish_reason, stop_reason=out.stop_reason)
+
+    try:
+        async for piece in _batched(events(), lambda: any(r.has_pending() for r in runs)):
+            yield piece
         usage = Usage()
         for ids, run in zip(prompts, runs, strict=True):
             u = _usage(ids, run.choices)

@@ -96,6 +96,7 @@ class ChoiceRun:
         self.engine = engine
         self.choices = [Choice(i) for i in range(len(params))]
         self.streams = []
+        self._merged: asyncio.Queue | None = None
         try:
             for p, m in zip(params, matchers, strict=True):
                 self.streams.append(engine.open(prompt_ids, p, adapter, m))
@@ -110,6 +111,7 @@ class ChoiceRun:
                 yield self._update(0, out), out
             return
         merged: asyncio.Queue = asyncio.Queue()
+        self._merged = merged
 
         async def pump(i: int, stream) -> None:
             async for out in stream:
@@ -126,6 +128,12 @@ class ChoiceRun:
         finally:
             for t in tasks:
                 t.cancel()
+
+    def has_pending(self) -> bool:
+        """More outputs are already waiting (a streaming handler can write them in one go)."""
+        if self._merged is not None:
+            return not self._merged.empty()
+        return len(self.streams) == 1 and self.streams[0].pending()
 
     def _update(self, i: int, out: RequestOutput) -> Choice:
         c = self.choices[i]

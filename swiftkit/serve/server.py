@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 
 from swiftkit.console import console, summary
@@ -35,6 +36,9 @@ def run(cfg: ServeConfig) -> None:
 
     from swiftkit.serve.app import create_app
 
+    # The engine thread releases the GIL in every torch op and must win it back from the event loop
+    # thread; at the default 5 ms switch interval a busy loop stalls each decode step for milliseconds.
+    sys.setswitchinterval(float(__import__("os").environ.get("SK_SI", "0.0005")))
     state = build_state(cfg)
     app = create_app(state)
 

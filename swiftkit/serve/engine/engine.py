@@ -254,6 +254,9 @@ class RequestStream:
         self.done = out.finished
         return out
 
+    def pending(self) -> bool:
+        return not self._outputs.empty()
+
     def close(self) -> None:
         if not self.done:
             self.done = True
@@ -268,11 +271,24 @@ class AsyncEngine(Engine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: list[tuple[Request, RequestOutput]] = []
+        self._outbox_lock = threading.Lock()
+        self._wakeup_pending = False
 
     def deliver(self, batch: list[tuple[Request, RequestOutput]]) -> None:
-        # One hop into the event loop per engine step (not per token) keeps the handover cheap.
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_put_all, batch)
+        # Waking the event loop is a syscall plus a GIL hand-over; do it only when the loop has taken
+        # everything delivered before (while it is still busy, new outputs just join the outbox).
+        with self._outbox_lock:
+            self._outbox += batch
+            wake, self._wakeup_pending = not self._wakeup_pending, True
+        if wake and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._dispatch)
+
+    def _dispatch(self) -> None:
+        with self._outbox_lock:
+            batch, self._outbox, self._wakeup_pending = self._outbox, [], False
+        for req, out in batch:
+            req.sink(out)
 
     def open(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
              matcher=None) -> RequestStream:
@@ -281,8 +297,3 @@ class AsyncEngine(Engine):
         req = Request(list(prompt_ids), params, sink=outputs.put_nowait, adapter=adapter, matcher=matcher)
         self.submit(req)
         return RequestStream(self, req, outputs)
-
-
-def _put_all(batch: list[tuple[Request, RequestOutput]]) -> None:
-    for req, out in batch:
-        req.sink(out)
