@@ -69,3 +69,23 @@ def test_full_sft_writes_a_model_that_learned(toy_model, train_dir, base_scores)
     m = check_learned(out, toy_model, base_scores)
     assert m["kind"] == "model" and m["parents"] == [str(toy_model.resolve())] and "base_model" not in m
     assert (out / "model.safetensors").is_file() and (out / "generation_config.json").is_file()
+
+
+def test_template_override_without_generation_markers(toy_model, tmp_path):
+    # A plain ChatML template (no {% generation %}): loss falls back to the last reply, and the adapter
+    # ships the template it trained with.
+    template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    (tmp_path / "chatml.jinja").write_text(template)
+    out = tmp_path / "out"
+    data = f"{toy_model}/task/sft.jsonl#16"
+    flags = "--max-steps 2 --eval-split 0"
+    proc = run_cli(
+        "sft", "--model", toy_model, "--data", data, "--template", tmp_path / "chatml.jinja", *flags.split(), "--output", out, check=True
+    )
+    assert "no {% generation %} markers" in " ".join(proc.stderr.split())
+    m = manifest(out)
+    assert m["metrics"]["loss_on"] == "completion" and m["serving"]["chat_template"] == template
+    assert (out / "chat_template.jinja").read_text() == template
