@@ -38,7 +38,7 @@ def run(cfg: ServeConfig) -> None:
 
     # The engine thread releases the GIL in every torch op and must win it back from the event loop
     # thread; at the default 5 ms switch interval a busy loop stalls each decode step for milliseconds.
-    sys.setswitchinterval(float(__import__("os").environ.get("SK_SI", "0.0005")))
+    sys.setswitchinterval(0.0005)
     state = build_state(cfg)
     app = create_app(state)
 
