@@ -51,16 +51,14 @@ class TrainConfig(ModelStageConfig):
 
 
 class SFTConfig(TrainConfig):
-    packing: bool | None = Field(
-        None, description="Pack rows padding-free with isolated attention (default: on with CUDA)."
-    )
+    packing: bool | None = Field(None, description="Pack rows padding-free with isolated attention (default: on with CUDA).")
     assistant_only_loss: bool = Field(True, description="Loss only on assistant tokens.")
 
 
 class DPOConfig(TrainConfig):
     lr: float = Field(5e-5, description="Peak learning rate.")
     beta: float = Field(0.1, description="DPO beta (strength of the KL anchor to the reference).")
-    loss_type: str = Field("sigmoid", description="TRL loss type: sigmoid (DPO), ipo, hinge, robust, ...")
+    loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, apo_zero, ...; sum with +, e.g. sigmoid+sft.")
 
 
 class MergeConfig(ModelStageConfig):

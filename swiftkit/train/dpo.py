@@ -40,12 +40,20 @@ LOSS_TYPES = (
 REFERENCE_CHECK = "reference_check.json"
 
 
-def run(cfg: DPOConfig) -> Path:
-    if cfg.loss_type not in LOSS_TYPES:
+def loss_types(spec: str) -> list[str]:
+    """`sigmoid` or a sum of equally weighted losses, e.g. `sigmoid+sft` (DPO plus an NLL term on chosen)."""
+    parts = [p.strip() for p in spec.split("+")]
+    unknown = [p for p in parts if p not in LOSS_TYPES]
+    if unknown:
         raise SwiftkitError(
-            f"--loss-type {cfg.loss_type}: not a DPO loss TRL provides",
-            f"choose one of: {', '.join(LOSS_TYPES)}",
+            f"--loss-type {spec}: {unknown[0]!r} is not a DPO loss TRL provides",
+            f"choose from: {', '.join(LOSS_TYPES)} (combine with +, e.g. sigmoid+sft)",
         )
+    return parts
+
+
+def run(cfg: DPOConfig) -> Path:
+    loss_types(cfg.loss_type)
     cfg, should_train = common.start(cfg, "dpo")
     if should_train:
         _train(cfg)
@@ -74,7 +82,7 @@ def _train(cfg: DPOConfig) -> None:
         # Full fine-tuning needs an explicit frozen reference: left to itself TRL would reload the
         # model's config path, i.e. the pre-SFT base.
         ref_model = common.load_for_training(cfg, mref, scratch) if cfg.method == "full" else None
-        args = TRLDPOConfig(**common.trainer_args(cfg, tmp, bool(eval_rows)), beta=cfg.beta, loss_type=[cfg.loss_type])
+        args = TRLDPOConfig(**common.trainer_args(cfg, tmp, bool(eval_rows)), beta=cfg.beta, loss_type=loss_types(cfg.loss_type))
         trainer = DPOTrainer(
             model=model,
             ref_model=ref_model,

@@ -6,6 +6,7 @@ import json
 
 from swiftkit.loading import load_model
 from swiftkit.train.scoring import completion_logps
+from tests.conftest import run_cli
 from tests.train.conftest import manifest
 
 
@@ -34,3 +35,10 @@ def test_reference_is_the_sft_model_not_the_base(toy_model, sft_adapter, dpo_ada
     for recorded, sft, base in zip(check["chosen_logps"], sft_logps, base_logps, strict=True):
         assert abs(recorded - sft) < 1e-3, (recorded, sft)
         assert abs(recorded - base) > 0.1, (recorded, base)
+
+
+def test_unknown_loss_type_is_a_clear_error(toy_model, tmp_path):
+    data = f"{toy_model}/task/dpo.jsonl#8"
+    proc = run_cli("dpo", "--model", toy_model, "--data", data, "--loss-type", "sigmoid+orpo", "--output", tmp_path / "out")
+    assert proc.returncode == 2 and "'orpo' is not a DPO loss TRL provides" in proc.stderr
+    assert not (tmp_path / "out").exists()
