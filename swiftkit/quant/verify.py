@@ -102,6 +102,18 @@ def verify_checkpoint(
         return result
     result.reloaded = True
 
+    try:
+        _check_reloaded(model, result, reference_logits, probe, eval_windows, parent_ppl, logits_tolerance)
+    except Exception as exc:  # a kernel that cannot run this checkpoint is a verdict too
+        result.failures.append(f"the reloaded model fails to run: {type(exc).__name__}: {_first_line(exc)}")
+    result.passed = not result.failures
+    return result
+
+
+def _check_reloaded(model, result: Verification, reference_logits, probe, eval_windows, parent_ppl, logits_tolerance):
+    """Checks 2-4 on the reloaded model, recording values and failures in `result`."""
+    import torch
+
     reloaded = logits(model, probe)
     if reloaded.shape != reference_logits.shape:
         result.failures.append(f"reloaded logits have shape {tuple(reloaded.shape)}, expected {tuple(reference_logits.shape)}")
@@ -138,8 +150,6 @@ def verify_checkpoint(
             f"perplexity {result.ppl_quantized:.4g} vs parent {parent_ppl:.4g} (x{result.ppl_ratio:.3f}) "
             f"exceeds the allowed x{result.max_ppl_ratio:.3f} (--max-ppl-increase)"
         )
-    result.passed = not result.failures
-    return result
 
 
 def _first_line(exc: Exception) -> str:
