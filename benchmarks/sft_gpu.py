@@ -51,28 +51,37 @@ class Case:
     loss: str = "hf"  # hf: model(labels=...) with full logits; trl / liger: chunked fused LM head + CE
     qlora: bool = False
     liger_layers: bool = False  # liger's RMSNorm / SwiGLU / RoPE kernels patched into the model (kept after)
+    objective: str = "sft"  # or "dpo": chosen/rejected pairs, policy + frozen reference (adapter off) forward
     result: dict = field(default_factory=dict)
 
 
 def cases(model: str) -> list[Case]:
     big = model == "qwen2.5-7b"
+    flex, trl, liger = "flex_attention", "trl", "liger"
     out = [Case(f"padded x{b}", "padded", b) for b in ((4, 16, 32) if big else (8, 32))]
-    out += [Case("packed 4096 sdpa", "packed", 4096, "sdpa", "hf")] if not big else []
-    out += [
-        Case("packed 4096 flex", "packed", 4096, "flex_attention", "hf"),
-        Case("packed 4096 flex + trl chunked CE", "packed", 4096, "flex_attention", "trl"),
-        Case("packed 4096 flex + liger FLCE", "packed", 4096, "flex_attention", "liger"),
-        Case("packed 8192 flex", "packed", 8192, "flex_attention", "hf"),
-        Case("packed 8192 flex + trl chunked CE", "packed", 8192, "flex_attention", "trl"),
-        Case("packed 8192 flex + liger FLCE", "packed", 8192, "flex_attention", "liger"),
-        Case("packed 8192 flex + liger FLCE + liger layers", "packed", 8192, "flex_attention", "liger", liger_layers=True),
-    ]
-    if big:
-        out += [Case("QLoRA packed 4096 flex + trl chunked CE", "packed", 4096, "flex_attention", "trl", qlora=True)]
-    if model == "tiny":
-        out = [c for c in out if c.size in (8, 4096)]
-        for c in out:  # CPU smoke run: flex attention has no CPU backward
-            c.size, c.attn = (256, "sdpa") if c.layout == "packed" else (c.size, c.attn)
+    for size in (4096, 8192):
+        out += [
+            Case(f"packed {size} sdpa", "packed", size, "sdpa", "hf"),
+            Case(f"packed {size} sdpa + trl chunked CE", "packed", size, "sdpa", trl),
+            Case(f"packed {size} flex", "packed", size, flex, "hf"),
+            Case(f"packed {size} flex + trl chunked CE", "packed", size, flex, trl),
+            Case(f"packed {size} flex + liger FLCE", "packed", size, flex, liger),
+        ]
+    if not big:  # launch-bound at 4096 tokens: does a larger step still pay?
+        out += [Case(f"packed 16384 {a} + trl chunked CE", "packed", 16384, attn, trl)
+                for a, attn in (("sdpa", "sdpa"), ("flex", flex))]
+        out += [
+            Case("DPO padded x8 pairs", "padded", 8, objective="dpo"),
+            Case("DPO packed 8192 sdpa + trl chunked logprobs", "packed", 8192, "sdpa", trl, objective="dpo"),
+        ]
+    out += [Case("packed 8192 flex + liger FLCE + liger layers", "packed", 8192, flex, liger, liger_layers=True)]
+    if big:  # last: it replaces the bf16 base by a 4-bit one
+        out += [Case(f"QLoRA packed {size} {a} + trl chunked CE", "packed", size, attn, trl, qlora=True)
+                for size, a, attn in ((4096, "sdpa", "sdpa"), (8192, "sdpa", "sdpa"), (8192, "flex", flex))]
+    if model == "tiny":  # CPU smoke run: flex attention has no CPU backward
+        out = [c for c in out if (c.size in (8, 4096) or c.objective == "dpo") and c.attn == "sdpa"]
+        for c in out:
+            c.size = 256 if c.layout == "packed" else c.size
     return out
 
 
@@ -101,13 +110,13 @@ class Batches:
         self.lengths, self.vocab, self.pad_id, self.device = lengths, vocab, pad_id, device
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
-        self.pending: int | None = None
+        self.pending: list[int] = []
 
     def _next_length(self) -> int:
-        n, self.pending = (self.pending, None) if self.pending else (self.rng.choice(self.lengths), None)
-        return n
+        return self.pending.pop() if self.pending else self.rng.choice(self.lengths)
 
-    def padded(self, rows: int) -> tuple[dict, int]:
+    def padded(self, rows: int) -> tuple[dict, int, torch.Tensor, int]:
+        """Right-padded rows; also each token's row (sequence) index and the number of sequences."""
         lens = [self._next_length() for _ in range(rows)]
         width = max(lens)
         ids = torch.full((rows, width), self.pad_id)
@@ -116,25 +125,32 @@ class Batches:
             ids[i, :n] = torch.randint(self.vocab, (n,), generator=self.gen)
             mask[i, :n] = 1
         labels = ids.masked_fill(mask == 0, -100)
-        return self._to({"input_ids": ids, "attention_mask": mask, "labels": labels}), sum(lens)
+        seg = torch.arange(rows)[:, None].expand(rows, width)
+        return self._to({"input_ids": ids, "attention_mask": mask, "labels": labels}), sum(lens), seg.to(self.device), rows
 
-    def packed(self, budget: int) -> tuple[dict, int]:
+    def packed(self, budget: int, pairs: bool = False) -> tuple[dict, int, torch.Tensor, int]:
         """One row of `budget` tokens: whole sequences, positions restarting at 0 (what TRL's padding-free
         collator emits), the tail padded to the fixed budget so compiled kernels see one shape."""
         lens: list[int] = []
         while True:
             n = self._next_length()
+            if n > budget:  # only in tiny smoke runs: the budget is shorter than some conversations
+                continue
             if sum(lens) + n > budget:
-                self.pending = n
+                self.pending.append(n)
                 break
             lens.append(n)
+        if pairs and len(lens) % 2:  # DPO: whole chosen/rejected pairs only
+            self.pending.append(lens.pop())
         real = sum(lens)
         ids = torch.cat([torch.randint(self.vocab, (real,), generator=self.gen), torch.full((budget - real,), self.pad_id)])
         pos = torch.cat([torch.arange(n) for n in lens] + [torch.zeros(budget - real, dtype=torch.long)])
         labels = ids.clone()
         labels[real:] = -100
         labels[pos == 0] = -100  # a sequence's first token is not predicted from the previous sequence
-        return self._to({"input_ids": ids[None], "position_ids": pos[None], "labels": labels[None]}), real
+        seg = torch.cat([torch.full((n,), i) for i, n in enumerate(lens)] + [torch.zeros(budget - real, dtype=torch.long)])
+        batch = {"input_ids": ids[None], "position_ids": pos[None], "labels": labels[None]}
+        return self._to(batch), real, seg[None].to(self.device), len(lens)
 
     def _to(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -187,24 +203,72 @@ def set_attention(peft_model, impl: str) -> None:
     peft_model.get_base_model().set_attn_implementation(impl)
 
 
-def loss_fn(peft_model, batch: dict, kind: str) -> torch.Tensor:
-    if kind == "hf":
-        return peft_model(**batch).loss
+def _trl_chunked_logprob():
+    """trl's ChunkedLogProbFunction. Its backward imports trl.trainer.utils for a DeepSpeed ZeRO-3 gather,
+    and that module imports `datasets`, which the GPU machine lacks: without ZeRO-3 the gather is a no-op
+    context, so stand in a module that says exactly that."""
+    import contextlib
+    import importlib.util
+    import sys
+    import types
+
+    if importlib.util.find_spec("datasets") is None and "trl.trainer.utils" not in sys.modules:
+        import trl.trainer
+
+        stub = types.ModuleType("trl.trainer.utils")
+        stub.maybe_gather_lm_head_ctx = lambda *params: contextlib.nullcontext()
+        sys.modules["trl.trainer.utils"] = stub
+        trl.trainer.utils = stub
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    return ChunkedLogProbFunction
+
+
+def _hidden(peft_model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
     causal = peft_model.get_base_model()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    hidden = causal.model(**inputs).last_hidden_state[:, :-1]
+    return causal.model(**inputs).last_hidden_state[:, :-1][mask]
+
+
+def token_logprobs(peft_model, batch: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every labelled next token (and the label mask): full logits ("hf") or trl's kernel."""
     labels = batch["labels"][:, 1:]
     mask = labels != -100
-    hidden, targets, weight = hidden[mask], labels[mask], causal.lm_head.weight
-    if kind == "trl":
-        from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+    if kind == "hf":
+        logits = peft_model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1][mask]
+        return torch.log_softmax(logits.float(), -1).gather(-1, labels[mask][:, None])[:, 0], mask
+    weight = peft_model.get_base_model().lm_head.weight
+    # The vocabulary tile width TRL's fused LM head uses (trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE).
+    lp = _trl_chunked_logprob().apply(_hidden(peft_model, batch, mask), weight, None, labels[mask], 1.0, 32768, None, 1.0, ())
+    return lp[0], mask
 
-        # The vocabulary tile width TRL's fused LM head uses (trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE).
-        logprobs = ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, 32768, None, 1.0, ())[0]
-        return -logprobs.mean()
+
+def sft_loss(peft_model, batch: dict, kind: str) -> torch.Tensor:
+    if kind == "hf":
+        return peft_model(**batch).loss
+    if kind == "trl":
+        return -token_logprobs(peft_model, batch, kind)[0].mean()
     from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 
-    return LigerFusedLinearCrossEntropyLoss()(weight, hidden, targets)
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    weight = peft_model.get_base_model().lm_head.weight
+    return LigerFusedLinearCrossEntropyLoss()(weight, _hidden(peft_model, batch, mask), labels[mask])
+
+
+def dpo_loss(peft_model, batch: dict, seg: torch.Tensor, nseq: int, kind: str, beta: float = 0.1) -> torch.Tensor:
+    """Sigmoid DPO on pairs (sequence 2i chosen, 2i+1 rejected); the reference is the model with the
+    adapter disabled, as TRL's DPOTrainer does for PEFT models."""
+
+    def seq_logps() -> torch.Tensor:
+        lp, mask = token_logprobs(peft_model, batch, kind)
+        return lp.new_zeros(nseq).index_add(0, seg[:, 1:][mask], lp)
+
+    policy = seq_logps()
+    with torch.no_grad(), peft_model.disable_adapter():
+        ref = seq_logps()
+    margin = (policy[0::2] - ref[0::2]) - (policy[1::2] - ref[1::2])
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
 # ------------------------------------------------------------------------------------------- measure
@@ -214,26 +278,40 @@ def measure(peft_model, case: Case, batches: Batches, steps: int, warmup: int, m
     set_attention(peft_model, case.attn)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
-    make = (lambda: batches.padded(case.size)) if case.layout == "padded" else (lambda: batches.packed(case.size))
+    dpo = case.objective == "dpo"
+    if case.layout == "padded":
+        def make():
+            return batches.padded(2 * case.size if dpo else case.size)
+    else:
+        def make():
+            return batches.packed(case.size, pairs=dpo)
+
+    def step(batch: dict, seg: torch.Tensor, nseq: int) -> torch.Tensor:
+        loss = dpo_loss(peft_model, batch, seg, nseq, case.loss) if dpo else sft_loss(peft_model, batch, case.loss)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     begun = time.perf_counter()
     for _ in range(warmup):
-        _step(peft_model, opt, make()[0], case.loss)
+        batch, _, seg, nseq = make()
+        step(batch, seg, nseq)
     sync()
     started = time.perf_counter()
     losses, real, slots = [], 0, 0
     # At least `steps` timed steps and `min_s` seconds, at most 4x `steps`.
     while len(losses) < steps or (time.perf_counter() - started < min_s and len(losses) < 4 * steps):
-        batch, n = make()
-        losses.append(_step(peft_model, opt, batch, case.loss))
+        batch, n, seg, nseq = make()
+        losses.append(step(batch, seg, nseq))
         real += n
         slots += batch["input_ids"].numel()
     sync()
     elapsed = time.perf_counter() - started
-    del opt
     return {
         "tok_s": real / elapsed,
         "step_s": elapsed / len(losses),
@@ -244,14 +322,6 @@ def measure(peft_model, case: Case, batches: Batches, steps: int, warmup: int, m
         "loss": float(torch.stack(losses).float().mean()),
         "warmup_s": started - begun,  # includes compiling (flex attention, Triton kernels)
     }
-
-
-def _step(peft_model, opt, batch: dict, loss: str) -> torch.Tensor:
-    value = loss_fn(peft_model, batch, loss)
-    value.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return value.detach()
 
 
 @torch.no_grad()
@@ -316,13 +386,16 @@ def run_model(name: str, args, have: dict, deadline: float, report: dict, write)
     peft_model = add_lora(model)
     entry = report["models"].setdefault(name, {"build_s": time.perf_counter() - t0, "cases": [], "checks": []})
     batches = Batches(lengths, MODELS[name]["vocab_size"], 0, args.seed, device)
-    for impl in ("sdpa", "flex_attention"):
+    for impl in () if args.skip_checks else ("sdpa", "flex_attention"):
         try:
             entry["checks"].append(isolation_check(peft_model, batches, impl))
         except Exception as exc:  # report and go on: the throughput table is still worth having
             entry["checks"].append({"attn": impl, "error": f"{type(exc).__name__}: {exc}"[:300]})
         write()
+    quantized = False
     for case in cases(name):
+        if args.only and not any(word in case.name for word in args.only.split(",")):
+            continue
         skip = available(case, have)
         if skip is None and time.perf_counter() > deadline:
             skip = "time budget spent"
@@ -331,8 +404,9 @@ def run_model(name: str, args, have: dict, deadline: float, report: dict, write)
 
             apply_liger_kernel_to_qwen2(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                         fused_linear_cross_entropy=False, model=peft_model.get_base_model())
-        if skip is None and case.qlora:
+        if skip is None and case.qlora and not quantized:
             peft_model = add_lora(_requantized(peft_model, dtype))
+            quantized = True
         if skip is not None:
             case.result = {"skipped": skip}
         else:
@@ -370,7 +444,10 @@ def _fmt(r: dict) -> str:
 def markdown(report: dict) -> str:
     lines = [f"device: {report['device']}; {', '.join(f'{k} {v}' for k, v in report['versions'].items() if v)}", ""]
     for name, entry in report["models"].items():
-        padded = [c for c in entry["cases"] if c["layout"] == "padded" and "tok_s" in c["result"]]
+        # The baseline: the padded SFT batch of 32 rows, else the largest padded SFT batch measured.
+        padded = [c for c in entry["cases"] if c["layout"] == "padded" and c.get("objective", "sft") == "sft"
+                  and "tok_s" in c["result"]]
+        padded.sort(key=lambda c: c["size"])
         base_name, base = (padded[-1]["name"], padded[-1]["result"]) if padded else ("-", None)
         lines += [f"### {name}", "", f"| path | real tok/s | x {base_name} | peak GiB | % of {base_name} peak | padding | step s |",
                   "|---|---|---|---|---|---|---|"]
@@ -401,6 +478,8 @@ def main() -> None:
     parser.add_argument("--min-s", type=float, default=3.0, help="keep timing a case at least this long")
     parser.add_argument("--budget-s", default="200,280", help="per model (comma list): skip its remaining cases after this")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default="", help="comma list: run only the cases whose name contains one of these")
+    parser.add_argument("--skip-checks", action="store_true", help="skip the attention isolation checks")
     parser.add_argument("--out", type=Path, default=Path("runs/sft_gpu"))
     parser.add_argument("--make-lengths", type=Path, help="write the length file from this Alpaca jsonl and exit")
     args = parser.parse_args()
