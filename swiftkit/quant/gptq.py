@@ -6,9 +6,11 @@ conversion (and the one whose `qzeros` every kernel agrees on).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -42,10 +44,26 @@ def quantize_gptqmodel(
 
     model = GPTQModel.load(str(source), quant_config, device="cpu", dtype=dtype, trust_remote_code=trust_remote_code)
     calibration = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in samples]
-    model.quantize(calibration, batch_size=1, backend=backend or BACKEND.AUTO, calibration_data_min_length=1)
+    with _logs_outside_cwd():
+        model.quantize(calibration, batch_size=1, backend=backend or BACKEND.AUTO, calibration_data_min_length=1)
     reference = logits(_ready_for_inference(model.model), probe)
     model.save(str(output))
     return reference
+
+
+@contextlib.contextmanager
+def _logs_outside_cwd():
+    """GPTQModel 7.6 writes per-layer log files into `./logs` of whatever directory the user is in
+    (a module constant, no setting); point it at a temporary directory for the duration."""
+    from gptqmodel.looper import loop_processor
+
+    saved = loop_processor._PROJECT_LOG_DIR
+    with tempfile.TemporaryDirectory(prefix="swiftkit-gptqmodel-logs-") as tmp:
+        loop_processor._PROJECT_LOG_DIR = Path(tmp)
+        try:
+            yield
+        finally:
+            loop_processor._PROJECT_LOG_DIR = saved
 
 
 def _ready_for_inference(model):
