@@ -74,7 +74,7 @@ class ServerState:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.served.model.get_output_embeddings().weight.shape[0])
+        return self.served.vocab_size
 
     def adapter_for(self, model: str) -> str | None:
         """The adapter a request's `model` selects (None: the base); 404 for names not served."""
@@ -550,8 +550,6 @@ async def completion_stream(state: ServerState, body: CompletionRequest, prompts
 
 # ------------------------------------------------------------------------------ embeddings
 async def embedding_handler(state: ServerState, body: EmbeddingRequest) -> EmbeddingResponse:
-    import asyncio
-
     import numpy as np
 
     if body.model not in state.model_names() and body.model != state.served.ref.ref and body.model != getattr(state.embedder, "name", None):
@@ -570,7 +568,7 @@ async def embedding_handler(state: ServerState, body: EmbeddingRequest) -> Embed
         raise BadRequestError("input must not be empty", param="input")
     if any(len(b) > state.embedder.max_len for b in batches):
         raise BadRequestError(f"an input is longer than the embedding model's {state.embedder.max_len} tokens", param="input")
-    vectors = await asyncio.wrap_future(state.engine.call(lambda: state.embedder(batches)))
+    vectors = await state.engine.embed(batches)
     data = []
     for i, vec in enumerate(vectors):
         if body.dimensions:

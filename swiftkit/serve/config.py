@@ -34,6 +34,10 @@ class ServeConfig(EngineConfig):
     tool_parser: Literal["auto", "hermes", "llama3_json", "none"] = Field(
         "auto", description="How tool calls are read from model output (auto: from the chat template).",
     )
+    engine_process: bool = Field(
+        True, description="Run the engine in its own process (its own interpreter, so HTTP streaming does not "
+        "compete with decoding for the GIL); --no-engine-process runs it on a thread of the server.",
+    )
     drain_timeout: float = Field(30.0, description="On SIGTERM, seconds to let in-flight requests finish (new ones get 503).")
     log_requests: bool = Field(False, description="Log every HTTP request (uvicorn access log).")
 

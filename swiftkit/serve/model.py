@@ -29,6 +29,7 @@ class ServedModel:
     eos_ids: list[int]
     stop: list[str]
     max_model_len: int
+    vocab_size: int
     adapters: dict[str, Path] = field(default_factory=dict)
 
     def render_chat(self, messages: list[dict], tools: list[dict] | None = None,
@@ -83,15 +84,33 @@ def _adapter_dir(name: str, ref: str, base: ModelRef) -> Path:
     return aref.path
 
 
-def load_served_model(cfg: EngineConfig, name: str | None = None) -> ServedModel:
-    """Load --model (merging any adapter chain) and every --adapter as a named PEFT adapter."""
-    from swiftkit.loading import load_model, serving_info
+def load_served_model(cfg: EngineConfig, name: str | None = None, weights: bool = True) -> ServedModel:
+    """Load --model (merging any adapter chain) and every --adapter as a named PEFT adapter.
+
+    `weights=False` gives the HTTP front end of a server whose engine runs in another process: the
+    tokenizer, template, eos ids and context, but no model (`model` is None).
+    """
+    from swiftkit.loading import load_model, load_tokenizer, serving_info
 
     adapters = parse_adapters(cfg.adapter)
-    model, tokenizer, mref = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
-                                        trust_remote_code=cfg.trust_remote_code)
+    if weights:
+        model, tokenizer, mref = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
+                                            trust_remote_code=cfg.trust_remote_code)
+        config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
+    else:
+        from transformers import AutoConfig, GenerationConfig
+
+        mref = resolve_model_ref(cfg.model)
+        tokenizer = load_tokenizer(mref, cfg.trust_remote_code)
+        config = AutoConfig.from_pretrained(mref.base_path, trust_remote_code=cfg.trust_remote_code)
+        vocab = int(getattr(config, "vocab_size", None) or len(tokenizer))
+        try:
+            generation = GenerationConfig.from_pretrained(mref.base_path)
+        except OSError:
+            generation = None
+        model = None
     adapter_dirs = {n: _adapter_dir(n, r, mref) for n, r in adapters.items()}
-    if adapter_dirs:
+    if adapter_dirs and weights:
         from peft import PeftModel
 
         first, *rest = adapter_dirs.items()
@@ -100,18 +119,24 @@ def load_served_model(cfg: EngineConfig, name: str | None = None) -> ServedModel
             model.load_adapter(path, adapter_name=adapter_name)
         model.eval()
     manifest_serving = mref.manifest.serving if mref.manifest and mref.manifest.serving else None
-    fallback = serving_info(tokenizer, model)
+    fallback = serving_info(tokenizer, model if weights else _WithGeneration(generation))
     template = (manifest_serving.chat_template if manifest_serving else None) or fallback.chat_template
     eos_ids = (manifest_serving.eos_token_ids if manifest_serving else None) or fallback.eos_token_ids
     stop = list(manifest_serving.stop) if manifest_serving else []
-    max_len = cfg.max_model_len or min(_model_context(model), DEFAULT_MAX_LEN)
-    console.print(f"[bold]model[/] {mref.path}  adapters: {', '.join(adapter_dirs) or 'none'}  "
-                  f"context {max_len}  eos {eos_ids}")
-    return ServedModel(name or cfg.model, mref, model, tokenizer, template, list(eos_ids), stop, max_len, adapter_dirs)
+    max_len = cfg.max_model_len or min(_model_context(config), DEFAULT_MAX_LEN)
+    if weights:
+        console.print(f"[bold]model[/] {mref.path}  adapters: {', '.join(adapter_dirs) or 'none'}  "
+                      f"context {max_len}  eos {eos_ids}")
+    return ServedModel(name or cfg.model, mref, model, tokenizer, template, list(eos_ids), stop, max_len,
+                       vocab, adapter_dirs)
 
 
-def _model_context(model) -> int:
-    config = getattr(model, "config", None)
+@dataclass
+class _WithGeneration:
+    generation_config: Any
+
+
+def _model_context(config) -> int:
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:

@@ -355,5 +355,6 @@ class ResponsesRequest(Lenient):
     stream: bool = False
     tools: list[ResponsesFunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
     seed: int | None = None
     metadata: dict[str, Any] | None = None

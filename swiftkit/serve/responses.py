@@ -49,7 +49,7 @@ def to_chat(body: ResponsesRequest) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate({
         "model": body.model, "messages": messages, "max_tokens": body.max_output_tokens,
         "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
-        "tools": tools or None, "tool_choice": choice,
+        "tools": tools or None, "tool_choice": choice, "parallel_tool_calls": body.parallel_tool_calls,
     })
 
 
@@ -57,7 +57,7 @@ def _response(rid: str, body: ResponsesRequest, output: list[dict], usage: dict 
     return {
         "id": rid, "object": "response", "created_at": int(time.time()), "status": status, "model": body.model,
         "output": output, "usage": usage, "error": None, "incomplete_details": None,
-        "instructions": body.instructions, "metadata": body.metadata or {}, "parallel_tool_calls": True,
+        "instructions": body.instructions, "metadata": body.metadata or {}, "parallel_tool_calls": body.parallel_tool_calls,
         "temperature": body.temperature, "top_p": body.top_p, "tool_choice": body.tool_choice or "auto",
         "tools": [t.model_dump(exclude_none=True) for t in body.tools or []], "max_output_tokens": body.max_output_tokens,
     }

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 from swiftkit.console import console, summary
 from swiftkit.errors import SwiftkitError
@@ -19,16 +20,45 @@ def build_state(cfg: ServeConfig):
     from swiftkit.serve.metrics import Metrics
     from swiftkit.serve.model import load_served_model, tool_parser_for
 
-    served = load_served_model(cfg, name=cfg.served_model_name or cfg.model)
     metrics = Metrics()
-    engine = served.build_engine(cfg, on_step=metrics.on_step)
-    vocab = int(served.model.get_output_embeddings().weight.shape[0])
+    name = cfg.served_model_name or cfg.model
+    if cfg.engine_process:
+        from swiftkit.serve.engine.remote import EngineProcess
+
+        served = load_served_model(cfg, name=name, weights=False)  # the weights live in the engine process
+        engine = EngineProcess(cfg, cfg.max_num_seqs, cfg.max_queue, on_step=metrics.on_step)
+        embedder = embedding_info(cfg.embedding_model, served)
+    else:
+        served = load_served_model(cfg, name=name)
+        engine = served.build_engine(cfg, on_step=metrics.on_step)
+        engine.embedder = embedder = load_embedder(cfg.embedding_model, served)
     return ServerState(
         served=served, engine=engine, metrics=metrics,
-        grammar=GrammarFactory(served.tokenizer, vocab, served.eos_ids),
+        grammar=GrammarFactory(served.tokenizer, served.vocab_size, served.eos_ids),
         tool_format=tool_parser_for(served.chat_template, cfg.tool_parser),
-        api_key=cfg.api_key, embedder=load_embedder(cfg.embedding_model, served),
+        api_key=cfg.api_key, embedder=embedder,
     )
+
+
+@dataclass
+class EmbeddingInfo:
+    """What the HTTP side needs to validate embedding inputs when the encoder runs in the engine process."""
+
+    tokenizer: object
+    name: str
+    max_len: int
+
+
+def embedding_info(ref: str | None, served) -> EmbeddingInfo:
+    if ref is None:
+        return EmbeddingInfo(served.tokenizer, served.name, served.max_model_len)
+    from transformers import AutoConfig, AutoTokenizer
+
+    from swiftkit.artifacts import resolve_model_ref
+
+    path = resolve_model_ref(ref).base_path
+    max_len = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 512)
+    return EmbeddingInfo(AutoTokenizer.from_pretrained(path), ref, max_len)
 
 
 def run(cfg: ServeConfig) -> None:

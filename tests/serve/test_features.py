@@ -156,7 +156,7 @@ def test_responses_api_text_and_stream(client):
 def test_responses_api_function_tool(client):
     tool = {"type": "function", "name": "add", "parameters": ADD["function"]["parameters"]}
     r = client.responses.create(model="toy", input="Add 2 and 3", tools=[tool], tool_choice="required",
-                                max_output_tokens=60)
+                                parallel_tool_calls=False, max_output_tokens=100, temperature=0.5)
     calls = [item for item in r.output if item.type == "function_call"]
     assert calls and calls[0].name == "add"
     jsonschema.validate(json.loads(calls[0].arguments), ADD["function"]["parameters"])

@@ -8,13 +8,16 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.serve.conftest import start_server, stop_server
 
 
-def test_sigterm_drains_then_exits(toy_model, tmp_path):
+@pytest.mark.parametrize("mode", ["--engine-process", "--no-engine-process"])
+def test_sigterm_drains_then_exits(toy_model, tmp_path, mode):
+    """Also the one test of the engine on a thread of the server (the other tests use the default process)."""
     server = start_server(["--model", str(toy_model), "--dtype", "float32", "--served-model-name", "toy",
-                           "--max-model-len", "1024"],
+                           "--max-model-len", "1024", mode],
                           tmp_path / "server.log")
     try:
         body = {"model": "toy", "prompt": "1 + 2 =", "max_tokens": 900, "ignore_eos": True, "stream": True}
@@ -31,6 +34,11 @@ def test_sigterm_drains_then_exits(toy_model, tmp_path):
         reader = threading.Thread(target=stream)
         reader.start()
         assert started.wait(30)
+        both = httpx.post(server.base_url + "/completions", timeout=30, json={
+            "model": "toy", "prompt": "the", "max_tokens": 5, "n": 2, "temperature": 0, "ignore_eos": True})
+        assert [c["finish_reason"] for c in both.json()["choices"]] == ["length", "length"]
+        emb = httpx.post(server.base_url + "/embeddings", json={"model": "toy", "input": "the"}, timeout=30)
+        assert len(emb.json()["data"][0]["embedding"]) > 0
         server.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         r = httpx.post(server.base_url + "/completions", json={**body, "stream": False}, timeout=10)

@@ -114,6 +114,7 @@ class Engine:
     def _run(self) -> None:
         while not self._stopping:
             self._drain_inbox()
+            self._flush()  # aborts emit their final output at once, even when no step follows
             if not self.scheduler.has_work:
                 if self.on_step:  # report the now-empty batch (aborts may have emptied it between steps)
                     self.on_step(0, 0)
@@ -271,6 +272,7 @@ class AsyncEngine(Engine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.embedder = None
         self._outbox: list[tuple[Request, RequestOutput]] = []
         self._outbox_lock = threading.Lock()
         self._wakeup_pending = False
@@ -289,6 +291,10 @@ class AsyncEngine(Engine):
             batch, self._outbox, self._wakeup_pending = self._outbox, [], False
         for req, out in batch:
             req.sink(out)
+
+    async def embed(self, batches: list[list[int]]) -> list[list[float]]:
+        """Embeddings from `self.embedder` (set by the server), computed on the engine thread."""
+        return await asyncio.wrap_future(self.call(lambda: self.embedder(batches)))
 
     def open(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
              matcher=None) -> RequestStream:
