@@ -45,3 +45,18 @@ def test_sharded_strategies_are_for_full_fine_tuning(toy_model, tmp_path):
     data = f"{toy_model}/task/sft.jsonl#8"
     proc = run_cli("sft", "--model", toy_model, "--data", data, "--distributed", "fsdp", "--output", tmp_path / "out")
     assert proc.returncode == 2 and "--distributed fsdp is for full fine-tuning" in proc.stderr
+
+
+def test_fsdp_full_fine_tuning_in_two_processes(toy_model, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "fsdp"
+    data = f"{toy_model}/task/sft.jsonl#32"
+    flags = "--method full --distributed fsdp --lr 5e-4 --eval-split 0 --max-steps 2 --batch-size 2 --nproc 2"
+    run_cli("sft", "--model", toy_model, "--data", data, *flags.split(), "--output", out, check=True)
+    m = manifest(out)
+    assert m["kind"] == "model" and m["metrics"]["distributed"]["world_size"] == 2
+    # The sharded weights were gathered into one complete checkpoint that moved away from the base.
+    trained, base = load_file(out / "model.safetensors"), load_file(toy_model / "model.safetensors")
+    assert trained.keys() == base.keys()
+    assert max(float((trained[k] - base[k]).abs().max()) for k in base) > 1e-5
