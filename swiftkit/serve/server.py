@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -61,11 +62,21 @@ def embedding_info(ref: str | None, served) -> EmbeddingInfo:
     return EmbeddingInfo(AutoTokenizer.from_pretrained(path), ref, max_len)
 
 
+def _check_port(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SwiftkitError(f"cannot listen on {host}:{port}: {exc.strerror}", "choose another --port") from None
+
+
 def run(cfg: ServeConfig) -> None:
     import uvicorn
 
     from swiftkit.serve.app import create_app
 
+    _check_port(cfg.host, cfg.port)  # fail before spending time loading the model
     # The engine thread releases the GIL in every torch op and must win it back from the event loop
     # thread; at the default 5 ms switch interval a busy loop stalls each decode step for milliseconds.
     sys.setswitchinterval(0.0005)

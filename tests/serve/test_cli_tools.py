@@ -50,3 +50,8 @@ def test_bench_serve_reports_throughput_and_latency(server, tmp_path):
     result = json.loads(out.read_text())
     assert result["requests"] == 8 and result["output_tok_s"] > 0
     assert result["ttft_p50_ms"] > 0 and result["itl_p99_ms"] >= result["itl_p50_ms"] > 0
+
+
+def test_serve_port_in_use_is_one_line_error(toy_model, server):
+    proc = run_cli("serve", "--model", toy_model, "--port", str(server.port), timeout=120)
+    assert proc.returncode == 2 and "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
