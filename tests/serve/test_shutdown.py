@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,11 +14,37 @@ import pytest
 from tests.serve.conftest import start_server, stop_server
 
 
+def tiny_encoder(toy_model: Path, out: Path) -> Path:
+    """A small BERT with the toy's tokenizer: stands in for a sentence-transformers encoder offline."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(toy_model)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=128))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def mean_pooled(encoder: Path, text: str) -> list[float]:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(encoder), AutoModel.from_pretrained(encoder).eval()
+    with torch.inference_mode():
+        hidden = model(**tok(text, return_tensors="pt")).last_hidden_state[0]
+    return torch.nn.functional.normalize(hidden.mean(0), dim=-1).tolist()
+
+
 @pytest.mark.parametrize("mode", ["--engine-process", "--no-engine-process"])
 def test_sigterm_drains_then_exits(toy_model, tmp_path, mode):
-    """Also the one test of the engine on a thread of the server (the other tests use the default process)."""
+    """Also the one test of the engine on a thread of the server (the others use the default process),
+    and of --embedding-model."""
+    encoder = tiny_encoder(toy_model, tmp_path / "encoder")
     server = start_server(["--model", str(toy_model), "--dtype", "float32", "--served-model-name", "toy",
-                           "--max-model-len", "1024", mode],
+                           "--max-model-len", "1024", mode, "--embedding-model", str(encoder)],
                           tmp_path / "server.log")
     try:
         body = {"model": "toy", "prompt": "1 + 2 =", "max_tokens": 900, "ignore_eos": True, "stream": True}
@@ -37,8 +64,8 @@ def test_sigterm_drains_then_exits(toy_model, tmp_path, mode):
         both = httpx.post(server.base_url + "/completions", timeout=30, json={
             "model": "toy", "prompt": "the", "max_tokens": 5, "n": 2, "temperature": 0, "ignore_eos": True})
         assert [c["finish_reason"] for c in both.json()["choices"]] == ["length", "length"]
-        emb = httpx.post(server.base_url + "/embeddings", json={"model": "toy", "input": "the"}, timeout=30)
-        assert len(emb.json()["data"][0]["embedding"]) > 0
+        emb = httpx.post(server.base_url + "/embeddings", json={"model": str(encoder), "input": "the sum"}, timeout=30)
+        assert emb.json()["data"][0]["embedding"] == pytest.approx(mean_pooled(encoder, "the sum"), abs=1e-5)
         server.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         r = httpx.post(server.base_url + "/completions", json={**body, "stream": False}, timeout=10)
