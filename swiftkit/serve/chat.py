@@ -16,7 +16,9 @@ def run(cfg: ChatConfig) -> None:
     from swiftkit.serve.engine.request import Request, SamplingParams
     from swiftkit.serve.model import load_served_model
 
-    served = load_served_model(cfg)
+    if cfg.adapter:
+        console.print("[yellow]--adapter is ignored by chat; pass the adapter as --model[/]")
+    served = load_served_model(cfg.model_copy(update={"adapter": []}))
     engine = served.build_engine(cfg, engine_cls=Engine)
     engine.start()
     history: list[dict] = [{"role": "system", "content": cfg.system}] if cfg.system else []

@@ -53,9 +53,9 @@ def run(cfg: InferConfig) -> None:
     if not todo:
         console.print(f"all {len(rows)} rows already in {output}")
         return
-    served = load_served_model(cfg)
     if cfg.adapter:
         console.print("[yellow]--adapter is ignored by infer; pass the adapter as --model[/]")
+    served = load_served_model(cfg.model_copy(update={"adapter": []}))
     prompts = {rid: row_prompt(served, row, cfg.system, f"{data}: row {rid}") for rid, row in todo}
     engine = served.build_engine(cfg, engine_cls=Engine)
     results: queue.SimpleQueue = queue.SimpleQueue()
