@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from swiftkit.train.config import ModelStageConfig
+from swiftkit.train.config import ModelOptions
 
 
-class EngineConfig(ModelStageConfig):
+class EngineConfig(ModelOptions):
     """What every command that generates through the built-in engine shares."""
 
     max_model_len: int | None = Field(

@@ -6,17 +6,22 @@ from typing import Literal
 
 from pydantic import Field
 
-from swiftkit.config import StageConfig
+from swiftkit.config import CommandConfig, StageConfig
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-class ModelStageConfig(StageConfig):
-    """Fields shared by every stage that reads a model."""
+class ModelOptions(CommandConfig):
+    """Fields shared by every command that reads a model."""
 
     model: str = Field(..., description="Model reference: artifact dir, HF model dir, or hub id.")
     dtype: Dtype = Field("auto", description="Weights dtype (auto: bfloat16 on GPU, float32 on CPU).")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the model repo.")
+    seed: int = Field(42, description="Random seed.")
+
+
+class ModelStageConfig(StageConfig, ModelOptions):
+    """A stage that reads a model and writes an artifact."""
 
 
 class TrainConfig(ModelStageConfig):
