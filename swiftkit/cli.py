@@ -7,6 +7,7 @@ command runs, keeping `swiftkit --help` fast.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -218,10 +219,14 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning SwiftkitError into one red line and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Import-time noise from optional kernels (torchao's CUDA-only .so files, torch's pytree notices)
-    # that says nothing actionable to a swiftkit user.
-    for noisy in ("torchao", "torch.utils._pytree"):
+    # Import-time noise from optional kernels (torchao's CUDA-only .so files, torch's pytree notices,
+    # bitsandbytes' hub-only `kernels` package) that says nothing actionable to a swiftkit user.
+    for noisy in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    with contextlib.suppress(ImportError):  # GPTQModel's import banner, printed whenever peft loads it
+        from logbar import LogBar
+
+        LogBar.shared().setLevel(logging.ERROR)
     try:
         app(args=argv, standalone_mode=False)
     except SwiftkitError as exc:
