@@ -87,7 +87,8 @@ def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
 
 def stage_command(name: str, config_cls: type[CommandConfig], run_target: str, help: str, parent: typer.Typer = app) -> None:
     """Register `swiftkit NAME`: flags from `config_cls`, then `run_target` ('module:function')."""
-    STAGES[name] = (config_cls, run_target)
+    # Sub-commands are keyed with their group ("bench serve"), so they never shadow a stage.
+    STAGES[name if parent is app else f"{parent.info.name} {name}"] = (config_cls, run_target)
     params = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         inspect.Parameter(
@@ -186,7 +187,7 @@ def _register() -> None:
 
     stage_command("smoke", SmokeConfig, "swiftkit.smoke:run", "Serve a model, ask it one question through the openai SDK, stop.")
     stage_command("run", RunConfig, "swiftkit.recipes:run", "Run a recipe: chained stages, cached by fingerprint, with @stage references.")
-    recipe_app = typer.Typer(help="List or copy bundled recipes.", no_args_is_help=True)
+    recipe_app = typer.Typer(name="recipe", help="List or copy bundled recipes.", no_args_is_help=True)
     stage_command("list", RecipeListConfig, "swiftkit.recipes:list_recipes", "List bundled recipes.", parent=recipe_app)
     stage_command("cp", RecipeCopyConfig, "swiftkit.recipes:copy_recipe", "Copy a bundled recipe to edit.", parent=recipe_app)
     app.add_typer(recipe_app, name="recipe")
@@ -200,7 +201,7 @@ def _register() -> None:
     stage_command("chat", ChatConfig, "swiftkit.serve.chat:run", "Interactive terminal chat with streaming, history and /reset.")
     from swiftkit.bench.config import BenchServeConfig
 
-    bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+    bench = typer.Typer(name="bench", help="Benchmarks.", no_args_is_help=True)
     stage_command(
         "serve",
         BenchServeConfig,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def resolve_refs(value: Any, outputs: dict[str, Path], stage: str) -> Any:
     if isinstance(value, str) and value.startswith("@"):
         name, _, sub = value[1:].partition("/")
         if name not in outputs:
-            raise SwiftkitError(f"stage `{stage}` refers to `@{name}`, which is not an earlier stage of the recipe")
+            raise SwiftkitError(f"`@{name}` is not an earlier stage of the recipe")
         return str(outputs[name] / sub) if sub else str(outputs[name])
     return value
 
@@ -109,9 +110,19 @@ def referenced(value: Any) -> set[str]:
     return set()
 
 
-def run(cfg: RunConfig) -> dict[str, Path]:
-    from swiftkit.cli import STAGES, run_stage
+@dataclass
+class PlannedStage:
+    name: str
+    command: str
+    target: str
+    config: Any
+    output: Path | None
+    fingerprint: str
+    refs: set[str]
+    cached: bool
 
+
+def run(cfg: RunConfig) -> dict[str, Path]:
     path = find_recipe(cfg.recipe)
     name, stages = load_recipe(path, cfg.set)
     workdir = Path(cfg.workdir or Path("runs") / name)
@@ -121,63 +132,126 @@ def run(cfg: RunConfig) -> dict[str, Path]:
             raise SwiftkitError(f"{flag} {value}: no such stage (stages: {', '.join(names)})")
     state_file = workdir / STATE_FILE
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    outputs: dict[str, Path] = {}
-    fingerprints: dict[str, str] = {}
-    forced = False
+    # Every stage is validated before any runs: a typo in the last stage costs no training time.
+    plan = _plan(path, stages, workdir, state, cfg.from_stage)
     report: list[tuple[str, str, str, str]] = []
     results: dict[str, Any] = {}
-    for stage in stages:
-        sname, command = stage["name"], stage["command"]
-        if command not in STAGES:
-            raise SwiftkitError(f"stage `{sname}`: unknown command `{command}`", f"commands: {', '.join(sorted(STAGES))}")
-        config_cls, target = STAGES[command]
-        fields = {k: v for k, v in stage.items() if k not in STAGE_KEYS}
-        if "output" in config_cls.model_fields:
-            fields.setdefault("output", str(workdir / sname))
-        resolved = {k: resolve_refs(v, outputs, sname) for k, v in fields.items()}
-        fingerprint = _fingerprint(command, resolved, [fingerprints[r] for r in sorted(referenced(list(fields.values())))])
-        fingerprints[sname] = fingerprint
-        output = Path(resolved["output"]) if resolved.get("output") else None
-        if output is not None:
-            outputs[sname] = output.resolve()
-        forced = forced or cfg.from_stage == sname
-        cached = output is not None and state.get(sname) == fingerprint and is_complete(output) and not forced
-        if "overwrite" in config_cls.model_fields and not cached:
-            resolved["overwrite"] = True  # the recipe owns its stage outputs
-        stage_cfg = build_config(config_cls, resolved, source=f"stage `{sname}` ({command})")
+    ran: set[str] = set()
+    for step in plan:
+        where = str(step.output or "-")
         if cfg.dry_run:
-            report.append((sname, command, "valid", str(output or "-")))
+            report.append((step.name, step.command, "valid", where))
             continue
-        if cfg.only and cfg.only != sname:
-            before_only = names.index(sname) < names.index(cfg.only)
-            if before_only and output is not None and not is_complete(output):
+        if cfg.only and cfg.only != step.name:
+            before_only = names.index(step.name) < names.index(cfg.only)
+            if before_only and step.output is not None and not is_complete(step.output):
                 raise SwiftkitError(
-                    f"--only {cfg.only}: earlier stage `{sname}` has no artifact at {output}", "run the recipe without --only first"
+                    f"--only {cfg.only}: earlier stage `{step.name}` has no artifact at {step.output}",
+                    "run the recipe without --only first",
                 )
-            report.append((sname, command, "not run", str(output or "-")))
+            report.append((step.name, step.command, "not run", where))
             continue
-        if cached:
-            console.log(f"[dim]stage {sname}: unchanged, using {output}[/]")
-            report.append((sname, command, "cached", str(output)))
+        if step.cached and not step.refs & ran:
+            console.log(f"[dim]stage {step.name}: unchanged, using {step.output}[/]")
+            report.append((step.name, step.command, "cached", where))
             continue
-        console.rule(f"[bold]stage {sname}[/] ({command})")
+        console.rule(f"[bold]stage {step.name}[/] ({step.command})")
         started = time.time()
-        try:
-            results[sname] = run_stage(target, stage_cfg)
-        except SwiftkitError as exc:
-            raise SwiftkitError(
-                f"stage `{sname}` ({command}) failed: {exc.message}",
-                exc.hint or "earlier stages' artifacts are kept; fix and re-run (cached stages are skipped)",
-            ) from None
-        if output is not None:
-            state[sname] = fingerprint
+        results[step.name] = _execute(step)
+        ran.add(step.name)
+        if step.output is not None:
+            state[step.name] = step.fingerprint
             workdir.mkdir(parents=True, exist_ok=True)
             state_file.write_text(json.dumps(state, indent=2))
-        report.append((sname, command, f"ran {time.time() - started:.0f}s", str(output or "-")))
+        report.append((step.name, step.command, f"ran {time.time() - started:.0f}s", where))
     _print_report(name, report)
+    outputs = {step.name: step.output.resolve() for step in plan if step.output is not None}
     if not cfg.dry_run:
         print_effects(stages, outputs, results)
     return outputs
+
+
+def _plan(path: Path, stages: list[dict[str, Any]], workdir: Path, state: dict[str, str], from_stage: str | None) -> list[PlannedStage]:
+    from swiftkit.cli import STAGES
+
+    lines = _stage_lines(path)
+    outputs: dict[str, Path] = {}
+    fingerprints: dict[str, str] = {}
+    forced = False
+    plan = []
+    for index, stage in enumerate(stages):
+        sname, command = stage["name"], stage["command"]
+        try:
+            if command not in STAGES:
+                raise SwiftkitError(f"unknown command `{command}`", f"commands: {', '.join(sorted(STAGES))}")
+            config_cls, target = STAGES[command]
+            fields = {k: v for k, v in stage.items() if k not in STAGE_KEYS}
+            if "output" in config_cls.model_fields:
+                fields.setdefault("output", str(workdir / sname))
+            resolved = {k: _resolve_field(k, v, outputs, sname) for k, v in fields.items()}
+            refs = referenced(list(fields.values()))
+            fingerprint = _fingerprint(command, resolved, [fingerprints[r] for r in sorted(refs)])
+            output = Path(resolved["output"]) if resolved.get("output") else None
+            forced = forced or from_stage == sname
+            cached = output is not None and state.get(sname) == fingerprint and is_complete(output) and not forced
+            if "overwrite" in config_cls.model_fields and not cached:
+                resolved["overwrite"] = True  # the recipe owns its stage outputs
+            stage_cfg = build_config(config_cls, resolved, source=f"stage `{sname}` ({command})")
+        except SwiftkitError as exc:
+            line = _line_of(exc.message, lines, index)
+            raise SwiftkitError(f"{path}, line {line}: stage `{sname}`: {exc.message}", exc.hint) from None
+        fingerprints[sname] = fingerprint
+        if output is not None:
+            outputs[sname] = output.resolve()
+        plan.append(PlannedStage(sname, command, target, stage_cfg, output, fingerprint, refs, cached))
+    return plan
+
+
+def _resolve_field(key: str, value: Any, outputs: dict[str, Path], stage: str) -> Any:
+    try:
+        return resolve_refs(value, outputs, stage)
+    except SwiftkitError as exc:
+        raise SwiftkitError(f"`{key}`: {exc.message}") from None
+
+
+def _execute(step: PlannedStage) -> Any:
+    from swiftkit.cli import run_stage
+
+    try:
+        return run_stage(step.target, step.config)
+    except SwiftkitError as exc:
+        raise SwiftkitError(
+            f"stage `{step.name}` ({step.command}) failed: {exc.message}",
+            exc.hint or "earlier stages' artifacts are kept; fix and re-run (cached stages are skipped)",
+        ) from None
+
+
+def _stage_lines(path: Path) -> dict[tuple[int, str | None], int]:
+    """1-based line numbers of each stage and each of its keys, for error messages."""
+    import yaml
+
+    lines: dict[tuple[int, str | None], int] = {}
+    root = yaml.compose(path.read_text(encoding="utf-8"))
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key, value in root.value:
+        if key.value == "stages" and isinstance(value, yaml.SequenceNode):
+            for index, item in enumerate(value.value):
+                lines[(index, None)] = item.start_mark.line + 1
+                if isinstance(item, yaml.MappingNode):
+                    for field_key, _ in item.value:
+                        lines[(index, str(field_key.value).replace("-", "_"))] = field_key.start_mark.line + 1
+    return lines
+
+
+def _line_of(message: str, lines: dict[tuple[int, str | None], int], index: int) -> int | str:
+    """The line of the first field the message names (`--max-steps` or `` `model` ``), else the stage's."""
+    for (stage_index, key), line in sorted(lines.items(), key=lambda kv: kv[1]):
+        if stage_index == index and key and (f"--{key.replace('_', '-')}" in message or f"`{key}`" in message):
+            return line
+    if "unknown command" in message:
+        return lines.get((index, "command"), lines.get((index, None), "?"))
+    return lines.get((index, None), "?")
 
 
 def _fingerprint(command: str, resolved: dict[str, Any], upstream: list[str]) -> str:

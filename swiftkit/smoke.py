@@ -7,6 +7,7 @@ servable exactly the way users will call it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,10 @@ class SmokeConfig(CommandConfig):
     concurrency: int = Field(16, description="Then this many concurrent streams of --burst-tokens each, for throughput (0: skip).")
     burst_tokens: int = Field(64, description="Tokens per burst request (eos ignored so every request decodes this many).")
     startup_timeout: float = Field(180.0, description="Seconds to wait for the server to become healthy.")
+    check: str | None = Field(
+        None, description="jsonl of {question, answer}: served greedy answers must equal in-process greedy ones; counts correct."
+    )
+    check_rows: int = Field(16, description="Rows of --check to ask.")
 
 
 def _free_port() -> int:
@@ -75,6 +80,7 @@ def run(cfg: SmokeConfig) -> dict:
                 if chunk.usage:
                     usage = chunk.usage
             burst = _burst(port, cfg) if cfg.concurrency > 0 else None
+            served = _served_answers(client, cfg) if cfg.check else None
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -100,6 +106,10 @@ def run(cfg: SmokeConfig) -> dict:
     ]
     if burst is not None:
         rows.append((f"throughput, {cfg.concurrency} streams x {cfg.burst_tokens} tokens", f"{burst:.0f} tok/s"))
+    if served is not None:
+        result.update(_compare_in_process(path, served, cfg.max_tokens))
+        rows.append(("served == in-process greedy", f"{result['served_equal']}/{len(served)}"))
+        rows.append(("served answers correct", f"{result['served_correct']}/{len(served)}"))
     summary("serve smoke test (openai SDK, streaming)", rows, artifact=str(path))
     return result
 
@@ -127,6 +137,37 @@ def _burst(port: int, cfg: SmokeConfig) -> float:
             return sum(counts) / (time.perf_counter() - started)
 
     return round(asyncio.run(burst()), 1)
+
+
+def _served_answers(client, cfg: SmokeConfig) -> list[tuple[dict, str]]:
+    rows = [json.loads(line) for line in Path(cfg.check).read_text().splitlines() if line.strip()][: cfg.check_rows]
+    answers = []
+    for row in rows:
+        reply = client.chat.completions.create(
+            model="smoke", messages=[{"role": "user", "content": row["question"]}], max_tokens=cfg.max_tokens, temperature=0
+        )
+        answers.append((row, reply.choices[0].message.content or ""))
+    return answers
+
+
+def _compare_in_process(path: Path, served: list[tuple[dict, str]], max_tokens: int) -> dict:
+    """Greedy answers of the same checkpoint loaded in this process, the way users load it."""
+    import torch
+
+    from swiftkit.loading import load_model
+
+    model, tokenizer, _ = load_model(path)
+    equal = correct = 0
+    for row, answer in served:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": row["question"]}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False)
+        local = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        equal += local.strip() == answer.strip()
+        correct += answer.strip() == str(row["answer"]).strip()
+    return {"served_equal": equal, "served_correct": correct, "checked": len(served)}
 
 
 def _wait_healthy(server: subprocess.Popen, port: int, timeout: float, log: Path) -> None:

@@ -7,6 +7,7 @@ must have the effect the quickstart claims, measured on held-out pairs.
 from __future__ import annotations
 
 import json
+import re
 
 from swiftkit.artifacts import read_manifest
 from tests.conftest import ROOT, run_cli
@@ -30,6 +31,13 @@ def test_quickstart_chain(tmp_path):
     assert dpo["toy_preference"] > base["toy_preference"] + 0.2
     # 4-bit GPTQ keeps the behaviour.
     assert abs(gptq["toy_arithmetic"] - dpo["toy_arithmetic"]) < 0.1
+
+    # The served quantized model answers exactly as it does in-process, and mostly right.
+    smoke = proc.stderr[proc.stderr.index("serve smoke test") :]
+    equal = re.search(r"served == in-process greedy\s*│\s*(\d+)/(\d+)", smoke)
+    right = re.search(r"served answers correct\s*│\s*(\d+)/(\d+)", smoke)
+    assert equal and equal.group(1) == equal.group(2) == "16", smoke
+    assert right and int(right.group(1)) >= 8, smoke
 
     quant = read_manifest(work / "gptq").quantization
     assert quant["verification"]["passed"] and quant["bits"] == 4

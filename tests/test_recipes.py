@@ -24,13 +24,27 @@ def test_quickstart_dry_run_validates_every_stage(tmp_path):
 def test_unknown_reference_and_command_are_clear(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", "stages:\n  - name: a\n    command: merge\n    model: '@nowhere'\n")
     proc = run_cli("run", recipe, "--dry-run")
-    assert proc.returncode == 2 and "not an earlier stage" in proc.stderr
+    assert proc.returncode == 2 and "not an earlier stage" in proc.stderr and "line 4" in proc.stderr
     recipe = write_recipe(tmp_path / "r2.yaml", "stages:\n  - name: a\n    command: frobnicate\n")
     proc = run_cli("run", recipe, "--dry-run")
-    assert proc.returncode == 2 and "unknown command `frobnicate`" in proc.stderr
+    assert proc.returncode == 2 and "unknown command `frobnicate`" in proc.stderr and "line 3" in proc.stderr
     recipe = write_recipe(tmp_path / "r3.yaml", "stages:\n  - name: a\n    command: toy\n    pretrain_stepz: 3\n")
     proc = run_cli("run", recipe, "--dry-run")
-    assert proc.returncode == 2 and "--pretrain-stepz: unknown option" in proc.stderr
+    assert proc.returncode == 2 and "--pretrain-stepz: unknown option" in proc.stderr and "line 4" in proc.stderr
+
+
+def test_bad_last_stage_fails_before_any_work(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        (
+            "stages:\n  - name: base\n    command: toy\n"
+            + TINY_TOY
+            + "  - name: sft\n    command: sft\n    model: '@base'\n    data: [x.jsonl]\n    max_stepz: 3\n"
+        ),
+    )
+    proc = run_cli("run", recipe, "--workdir", tmp_path / "work")
+    assert proc.returncode == 2 and "line 10" in proc.stderr and "--max-stepz: unknown option" in proc.stderr
+    assert not (tmp_path / "work").exists()  # the toy stage never ran
 
 
 def test_cache_from_and_failure_keep_earlier_artifacts(tmp_path):
@@ -77,3 +91,15 @@ def test_every_bundled_recipe_validates(tmp_path):
         proc = run_cli("run", recipe, "--dry-run", "--workdir", tmp_path / recipe.stem)
         assert proc.returncode == 0, f"{recipe.name}: {proc.stderr}"
         assert "valid" in proc.stdout
+
+
+def test_stage_commands_are_not_shadowed_by_subcommands(tmp_path):
+    """`serve` in a recipe is the server (not `bench serve`); sub-commands are addressed with their group."""
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        "stages:\n  - name: s\n    command: serve\n    model: m\n    max_model_len: 512\n"
+        "  - name: b\n    command: bench serve\n    url: http://127.0.0.1:1\n",
+    )
+    proc = run_cli("run", recipe, "--dry-run", env={"COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    assert "bench serve" in proc.stdout
