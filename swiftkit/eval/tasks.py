@@ -225,58 +225,18 @@ def _build_cmmlu(task: str, source: Path, out: Path, fewshot: int | None) -> lis
             f"no CMMLU test files{' for ' + wanted if wanted else ''} in {source}/test",
             f"expected layout: {CMMLU_LAYOUT}",
         )
-    names = []
-    for test in tests:
-        subject = test.stem
-        files = {
-            "test": _write_jsonl(
-                out / "data" / f"cmmlu_{subject}_test.jsonl",
-                _lettered_rows(test, "Question", "Answer", CMMLU_LAYOUT),
-            )
-        }
-        dev = source / "dev" / f"{subject}.csv"
-        if dev.is_file():
-            files["dev"] = _write_jsonl(
-                out / "data" / f"cmmlu_{subject}_dev.jsonl",
-                _lettered_rows(dev, "Question", "Answer", CMMLU_LAYOUT),
-            )
-        elif fewshot:  # lm-eval scores these 0-shot unless --num-fewshot says otherwise
-            raise DataError(
-                f"missing {dev} (CMMLU takes its few-shot examples from dev)",
-                "add the dev CSVs or pass --num-fewshot 0",
-            )
-        own = _lm_eval_yaml("cmmlu", f"cmmlu_{subject}.yaml")
-        if not own.is_file():
-            raise DataError(f"{test}: lm-eval has no CMMLU subject {subject!r}", f"expected layout: {CMMLU_LAYOUT}")
-        names.append(
-            _write_yaml(
-                out,
-                f"cmmlu_{subject}",
-                {
-                    "task": f"cmmlu_{subject}",
-                    "include": str(own),
-                    "tag": [],
-                    **_local_dataset(files, {"fewshot_split": "dev"}),
-                },
-            )
-        )
-    if wanted:
-        return names
-    return [
-        _write_yaml(
-            out,
-            "cmmlu",
-            {
-                "group": "cmmlu",
-                "task": names,
-                "aggregate_metric_list": [
-                    {"metric": "acc", "weight_by_size": True},
-                    {"metric": "acc_norm", "weight_by_size": True},
-                ],
-                "metadata": {"version": 1},
-            },
-        )
-    ]
+    return _lettered_subjects(
+        out,
+        "cmmlu",
+        "CMMLU",
+        CMMLU_LAYOUT,
+        wanted,
+        1,
+        [(t.stem, t, source / "dev" / f"{t.stem}.csv", ("Question", "Answer")) for t in tests],
+        split="test",
+        own_yaml=lambda subject: _lm_eval_yaml("cmmlu", f"cmmlu_{subject}.yaml"),
+        fewshot=fewshot,
+    )
 
 
 def _lettered_rows(path: Path, question: str, answer: str, layout: str) -> list[dict[str, Any]]:
@@ -313,58 +273,52 @@ def _build_ceval(task: str, source: Path, out: Path, fewshot: int | None) -> lis
         vals = [v for v in vals if v.stem.removesuffix("_val") == wanted]
     if not vals:
         raise DataError(f"no C-Eval val files in {source}/val", f"expected layout: {CEVAL_LAYOUT}")
+    return _lettered_subjects(
+        out,
+        "ceval-valid",
+        "C-Eval",
+        CEVAL_LAYOUT,
+        wanted,
+        2,
+        [(v.stem.removesuffix("_val"), v, source / "dev" / f"{v.stem.removesuffix('_val')}_dev.csv", ("question", "answer")) for v in vals],
+        split="val",
+        own_yaml=lambda subject: _lm_eval_yaml("ceval", f"ceval-valid_{subject}.yaml"),
+        fewshot=fewshot,
+    )
+
+
+def _lettered_subjects(
+    out: Path,
+    prefix: str,
+    label: str,
+    layout: str,
+    wanted: str | None,
+    version: int,
+    subjects: list[tuple[str, Path, Path, tuple[str, str]]],
+    split: str,
+    own_yaml,
+    fewshot: int | None,
+) -> list[str]:
+    """One lm-eval task per subject CSV (CMMLU, C-Eval): local data swapped into lm-eval's own YAML,
+    dev CSVs as the few-shot split, and a group over all subjects unless one subject was asked for."""
     names = []
-    for val in vals:
-        subject = val.stem.removesuffix("_val")
-        files = {
-            "val": _write_jsonl(
-                out / "data" / f"ceval_{subject}_val.jsonl",
-                _lettered_rows(val, "question", "answer", CEVAL_LAYOUT),
-            )
-        }
-        dev = source / "dev" / f"{subject}_dev.csv"
+    for subject, path, dev, (question, answer) in subjects:
+        files = {split: _write_jsonl(out / "data" / f"{prefix}_{subject}_{split}.jsonl", _lettered_rows(path, question, answer, layout))}
         if dev.is_file():
-            files["dev"] = _write_jsonl(
-                out / "data" / f"ceval_{subject}_dev.jsonl",
-                _lettered_rows(dev, "question", "answer", CEVAL_LAYOUT),
-            )
+            files["dev"] = _write_jsonl(out / "data" / f"{prefix}_{subject}_dev.jsonl", _lettered_rows(dev, question, answer, layout))
         elif fewshot:  # lm-eval scores these 0-shot unless --num-fewshot says otherwise
-            raise DataError(
-                f"missing {dev} (C-Eval takes its few-shot examples from dev)",
-                "add the dev CSVs or pass --num-fewshot 0",
-            )
-        own = _lm_eval_yaml("ceval", f"ceval-valid_{subject}.yaml")
+            raise DataError(f"missing {dev} ({label} takes its few-shot examples from dev)", "add the dev CSVs or pass --num-fewshot 0")
+        own = own_yaml(subject)
         if not own.is_file():
-            raise DataError(f"{val}: lm-eval has no C-Eval subject {subject!r}", f"expected layout: {CEVAL_LAYOUT}")
+            raise DataError(f"{path}: lm-eval has no {label} subject {subject!r}", f"expected layout: {layout}")
+        task = f"{prefix}_{subject}"
         names.append(
-            _write_yaml(
-                out,
-                f"ceval-valid_{subject}",
-                {
-                    "task": f"ceval-valid_{subject}",
-                    "include": str(own),
-                    "tag": [],
-                    **_local_dataset(files, {"fewshot_split": "dev"}),
-                },
-            )
+            _write_yaml(out, task, {"task": task, "include": str(own), "tag": [], **_local_dataset(files, {"fewshot_split": "dev"})})
         )
     if wanted:
         return names
-    return [
-        _write_yaml(
-            out,
-            "ceval-valid",
-            {
-                "group": "ceval-valid",
-                "task": names,
-                "aggregate_metric_list": [
-                    {"metric": "acc", "weight_by_size": True},
-                    {"metric": "acc_norm", "weight_by_size": True},
-                ],
-                "metadata": {"version": 2},
-            },
-        )
-    ]
+    metrics = [{"metric": "acc", "weight_by_size": True}, {"metric": "acc_norm", "weight_by_size": True}]
+    return [_write_yaml(out, prefix, {"group": prefix, "task": names, "aggregate_metric_list": metrics, "metadata": {"version": version}})]
 
 
 # ---------------------------------------------------------------------------------------------
