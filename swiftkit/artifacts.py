@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from swiftkit import __version__
-from swiftkit.errors import ArtifactError, NotBuiltYet
+from swiftkit.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MANIFEST = "swiftkit.json"
@@ -207,10 +207,8 @@ def resolve_model_ref(ref: str | Path) -> ModelRef:
 
 
 def _fetch_from_hub(ref: str) -> Path:
-    try:
-        from swiftkit.hub import ensure_local
-    except ImportError:
-        raise NotBuiltYet(f"{ref} looks like a hub id, but hub download is not built yet", "pass a local directory") from None
+    from swiftkit.hub import ensure_local  # lazy: hub clients are slow to import
+
     return ensure_local(ref)
 
 

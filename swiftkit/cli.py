@@ -27,7 +27,7 @@ from pydantic.fields import FieldInfo
 
 from swiftkit.config import CommandConfig, build_config, read_yaml
 from swiftkit.console import console
-from swiftkit.errors import NotBuiltYet, SwiftkitError
+from swiftkit.errors import SwiftkitError
 
 app = typer.Typer(
     name="swiftkit",
@@ -124,15 +124,6 @@ def run_stage(run_target: str, cfg: CommandConfig) -> Any:
     return getattr(importlib.import_module(module), func)(cfg)
 
 
-def not_built(name: str, issue: str, help: str) -> None:
-    """Register a command from the contract that does not exist yet: it says so and exits non-zero."""
-
-    def command(args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None) -> None:
-        raise NotBuiltYet(f"`swiftkit {name}` is not built yet ({issue})")
-
-    app.command(name, help=f"{help} [not built yet]", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(command)
-
-
 def _register() -> None:
     from swiftkit.eval.config import CompareConfig, EvalConfig
     from swiftkit.hub.config import DownloadConfig, ModelsConfig, PushConfig
@@ -210,8 +201,6 @@ def _register() -> None:
         parent=bench,
     )
     app.add_typer(bench, name="bench", help="Benchmarks.")
-    for name, issue, help in ():
-        not_built(name, issue, help)
 
 
 _register()

@@ -21,10 +21,6 @@ class SwiftkitError(Exception):
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
 
 
-class NotBuiltYet(SwiftkitError):
-    """A command that is part of the contract but not implemented in this version."""
-
-
 class DataError(SwiftkitError):
     """Malformed training / preference / calibration data (names file, row and problem)."""
 
