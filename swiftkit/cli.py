@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     # Import-time noise from optional kernels (torchao's CUDA-only .so files, torch's pytree notices,
     # bitsandbytes' hub-only `kernels` package) that says nothing actionable to a swiftkit user.
     # httpx logs every request at INFO once a library (lm-eval) configures the root logger.
-    for noisy in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops", "httpx", "httpx2"):
+    for noisy in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops", "httpx", "httpx2", "tokenicer"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     with contextlib.suppress(ImportError):  # GPTQModel's import banner, printed whenever peft loads it
         from logbar import LogBar
