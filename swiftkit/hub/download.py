@@ -218,7 +218,6 @@ def _progress_bars():
 
 def _download_hf(cfg: DownloadConfig, repo_id: str, revision: str | None, dest: Path):
     from huggingface_hub import HfApi, constants, snapshot_download
-    from huggingface_hub.utils import filter_repo_objects
 
     endpoint = (cfg.endpoint or constants.ENDPOINT).rstrip("/")
     what = f"{repo_id}@{revision or 'main'}"
@@ -231,16 +230,7 @@ def _download_hf(cfg: DownloadConfig, repo_id: str, revision: str | None, dest: 
             s.rfilename: RemoteFile(s.size, s.lfs.sha256 if s.lfs else None, None if s.lfs else s.blob_id)
             for s in info.siblings or []
         }
-        allow, ignore = file_patterns(cfg, list(remote))
-        selected = list(filter_repo_objects(list(remote), allow_patterns=allow, ignore_patterns=ignore))
-        if not selected:
-            raise SwiftkitError(
-                f"no files of {what} match the selection ({len(remote)} files in the repo)",
-                "adjust --include / --exclude",
-            )
-        console.print(
-            f"downloading {len(selected)} of {len(remote)} files of {what} from {endpoint}", highlight=False
-        )
+        allow, ignore, selected = _select(cfg, remote, what, endpoint)
         # Passing the commit (not the branch) pins every file to the listing just verified against.
         snapshot_download(
             repo_id,
@@ -263,6 +253,20 @@ def _download_hf(cfg: DownloadConfig, repo_id: str, revision: str | None, dest: 
     return info.sha, endpoint, {name: remote[name] for name in selected}
 
 
+def _select(cfg: DownloadConfig, remote: dict, what: str, endpoint: str) -> tuple[list[str], list[str], list[str]]:
+    """The include/exclude patterns and the repo files they select (the same rules for both hubs)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    allow, ignore = file_patterns(cfg, list(remote))
+    selected = list(filter_repo_objects(list(remote), allow_patterns=allow, ignore_patterns=ignore))
+    if not selected:
+        raise SwiftkitError(
+            f"no files of {what} match the selection ({len(remote)} files in the repo)", "adjust --include / --exclude"
+        )
+    console.print(f"downloading {len(selected)} of {len(remote)} files of {what} from {endpoint}", highlight=False)
+    return allow, ignore, selected
+
+
 # --- ModelScope -------------------------------------------------------------------------------
 
 
@@ -270,7 +274,6 @@ def _download_modelscope(cfg: DownloadConfig, repo_id: str, revision: str | None
     # modelscope_hub reads its timeouts from the environment once, at import.
     for var in ("MODELSCOPE_API_TIMEOUT", "MODELSCOPE_API_CONNECT_TIMEOUT", "MODELSCOPE_DOWNLOAD_TIMEOUT"):
         os.environ.setdefault(var, str(max(int(cfg.timeout), 1)))
-    from huggingface_hub.utils import filter_repo_objects
 
     # modelscope.snapshot_download delegates to modelscope_hub; calling that directly skips the torch import.
     from modelscope_hub import HubApi
@@ -285,16 +288,7 @@ def _download_modelscope(cfg: DownloadConfig, repo_id: str, revision: str | None
             for f in api.list_repo_files(repo_id, "model", revision=revision)
             if not f.is_dir
         }
-        allow, ignore = file_patterns(cfg, list(remote))
-        selected = list(filter_repo_objects(list(remote), allow_patterns=allow, ignore_patterns=ignore))
-        if not selected:
-            raise SwiftkitError(
-                f"no files of {what} match the selection ({len(remote)} files in the repo)",
-                "adjust --include / --exclude",
-            )
-        console.print(
-            f"downloading {len(selected)} of {len(remote)} files of {what} from {endpoint}", highlight=False
-        )
+        allow, ignore, selected = _select(cfg, remote, what, endpoint)
         api.download_repo(
             repo_id, "model", revision=revision, local_dir=dest, allow_patterns=allow, ignore_patterns=ignore,
             max_workers=cfg.max_workers,
