@@ -7,12 +7,13 @@ publishes, and records the result as a `stage: download` artifact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,7 +223,7 @@ def _download_hf(cfg: DownloadConfig, repo_id: str, revision: str | None, dest: 
     endpoint = (cfg.endpoint or constants.ENDPOINT).rstrip("/")
     what = f"{repo_id}@{revision or 'main'}"
     bound_hf_timeouts(cfg.timeout)
-    try:
+    with _hub_errors(what, endpoint, cfg.timeout):
         info = HfApi(endpoint=endpoint, token=cfg.token).model_info(
             repo_id, revision=revision, files_metadata=True, timeout=cfg.timeout
         )
@@ -244,13 +245,20 @@ def _download_hf(cfg: DownloadConfig, repo_id: str, revision: str | None, dest: 
             max_workers=cfg.max_workers,
             tqdm_class=_progress_bars(),
         )
+    return info.sha, endpoint, {name: remote[name] for name in selected}
+
+
+@contextlib.contextmanager
+def _hub_errors(what: str, endpoint: str, timeout: float) -> Iterator[None]:
+    """Turn a hub client's exception into swiftkit's one-line error (the same mapping for both hubs)."""
+    try:
+        yield
     except SwiftkitError:
         raise
     except Exception as exc:
-        if (mapped := translate(exc, what=what, endpoint=endpoint, timeout=cfg.timeout)) is not None:
+        if (mapped := translate(exc, what=what, endpoint=endpoint, timeout=timeout)) is not None:
             raise mapped from None
         raise
-    return info.sha, endpoint, {name: remote[name] for name in selected}
 
 
 def _select(cfg: DownloadConfig, remote: dict, what: str, endpoint: str) -> tuple[list[str], list[str], list[str]]:
@@ -282,7 +290,7 @@ def _download_modelscope(cfg: DownloadConfig, repo_id: str, revision: str | None
     endpoint = api._config.endpoint.rstrip("/")
     revision = revision or default_revision("modelscope")
     what = f"{repo_id}@{revision}"
-    try:
+    with _hub_errors(what, endpoint, cfg.timeout):
         remote = {
             f.path: RemoteFile(f.size, f.sha256)
             for f in api.list_repo_files(repo_id, "model", revision=revision)
@@ -293,12 +301,6 @@ def _download_modelscope(cfg: DownloadConfig, repo_id: str, revision: str | None
             repo_id, "model", revision=revision, local_dir=dest, allow_patterns=allow, ignore_patterns=ignore,
             max_workers=cfg.max_workers,
         )
-    except SwiftkitError:
-        raise
-    except Exception as exc:
-        if (mapped := translate(exc, what=what, endpoint=endpoint, timeout=cfg.timeout)) is not None:
-            raise mapped from None
-        raise
     # ModelScope's listing API names no commit for a branch: the manifest records the revision only.
     return None, endpoint, {name: remote[name] for name in selected}
 
