@@ -114,6 +114,11 @@ def _lm_eval_yaml(*parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), "tasks", *parts)
 
 
+def _local_task(out: Path, task: str, own_yaml: Path, files: dict[str, str], optional: dict[str, str]) -> str:
+    """lm-eval's own task YAML (prompts, metrics, filters) with only its dataset swapped for local files."""
+    return _write_yaml(out, task, {"task": task, "include": str(own_yaml), "tag": [], **_local_dataset(files, optional)})
+
+
 def _local_dataset(files: dict[str, str], optional: dict[str, str] | None = None) -> dict[str, Any]:
     """Point an lm-eval task at local jsonl files; `optional` split keys absent locally are unset
     (lm-eval would otherwise index e.g. dataset["train"] for its few-shot sampler and fail)."""
@@ -312,9 +317,7 @@ def _lettered_subjects(
         if not own.is_file():
             raise DataError(f"{path}: lm-eval has no {label} subject {subject!r}", f"expected layout: {layout}")
         task = f"{prefix}_{subject}"
-        names.append(
-            _write_yaml(out, task, {"task": task, "include": str(own), "tag": [], **_local_dataset(files, {"fewshot_split": "dev"})})
-        )
+        names.append(_local_task(out, task, own, files, {"fewshot_split": "dev"}))
     if wanted:
         return names
     metrics = [{"metric": "acc", "weight_by_size": True}, {"metric": "acc_norm", "weight_by_size": True}]
@@ -363,18 +366,7 @@ def _build_gsm8k(task: str, source: Path, out: Path, fewshot: int | None) -> lis
     files = {"test": _write_jsonl(out / "data" / "gsm8k_test.jsonl", _gsm8k_rows(test))}
     if train:
         files["train"] = _write_jsonl(out / "data" / "gsm8k_train.jsonl", _gsm8k_rows(train))
-    return [
-        _write_yaml(
-            out,
-            "gsm8k",
-            {
-                "task": "gsm8k",
-                "include": str(_lm_eval_yaml("gsm8k", "gsm8k.yaml")),
-                "tag": [],
-                **_local_dataset(files, {"training_split": "train", "fewshot_split": "train"}),
-            },
-        )
-    ]
+    return [_local_task(out, "gsm8k", _lm_eval_yaml("gsm8k", "gsm8k.yaml"), files, {"training_split": "train", "fewshot_split": "train"})]
 
 
 ARC_LAYOUT = (
@@ -427,16 +419,7 @@ def _build_arc(task: str, source: Path, out: Path, fewshot: int | None) -> list[
             f"expected layout: {ARC_LAYOUT}",
         )
     return [
-        _write_yaml(
-            out,
-            task,
-            {
-                "task": task,
-                "include": str(_lm_eval_yaml("arc", f"{task}.yaml")),
-                "tag": [],
-                **_local_dataset(files, {"training_split": "train", "validation_split": "validation"}),
-            },
-        )
+        _local_task(out, task, _lm_eval_yaml("arc", f"{task}.yaml"), files, {"training_split": "train", "validation_split": "validation"})
     ]
 
 
@@ -466,18 +449,7 @@ def _build_hellaswag(task: str, source: Path, out: Path, fewshot: int | None) ->
     train = _one_file(source, "hellaswag_train.jsonl", HELLASWAG_LAYOUT, required=bool(fewshot))
     if train:
         files["train"] = _write_jsonl(out / "data" / "hellaswag_train.jsonl", _hellaswag_rows(train))
-    return [
-        _write_yaml(
-            out,
-            "hellaswag",
-            {
-                "task": "hellaswag",
-                "include": str(_lm_eval_yaml("hellaswag", "hellaswag.yaml")),
-                "tag": [],
-                **_local_dataset(files, {"training_split": "train"}),
-            },
-        )
-    ]
+    return [_local_task(out, "hellaswag", _lm_eval_yaml("hellaswag", "hellaswag.yaml"), files, {"training_split": "train"})]
 
 
 HUMANEVAL_LAYOUT = (
