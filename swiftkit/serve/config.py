@@ -23,6 +23,12 @@ class EngineConfig(ModelOptions):
         default_factory=list, description="LoRA adapter to serve next to the base: NAME=REF (repeatable).",
     )
     device: str | None = Field(None, description="Torch device (default: cuda if available, else cpu).")
+    engine: Literal["auto", "fast", "plain", "vllm"] = Field(
+        "auto", description="Generation engine: fast (swiftkit's own forward over a static KV cache, CUDA graphs on GPU; "
+        "Qwen2/Llama family), plain (the transformers forward, any architecture, multi-LoRA), auto (fast where it "
+        "applies, else plain, said in the log), vllm (vLLM's async engine behind swiftkit's server; needs vllm).",
+    )
+    enforce_eager: bool = Field(False, description="Never capture CUDA graphs (the fast engine on GPU captures decode steps).")
 
 
 class ServeConfig(EngineConfig):
