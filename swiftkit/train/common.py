@@ -250,15 +250,44 @@ def _distributed_args(cfg: TrainConfig) -> dict[str, Any]:
     return {}
 
 
-def prepare_trainer(trainer, description: str) -> None:
-    """Swap HF's tqdm/printer for the rich progress bar."""
+def prepare_trainer(trainer, description: str):
+    """Swap HF's tqdm/printer for the rich progress bar; add per-step timing (returned, for the metrics)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from swiftkit.train.callbacks import RichProgress
+    from swiftkit.train.callbacks import RichProgress, StepTiming
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgress(description))
+    timing = StepTiming()
+    trainer.add_callback(timing)
+    return timing
+
+
+def throughput(trainer, result, timing) -> dict[str, Any]:
+    """Tokens seen, overall tokens/s (TRL's train_runtime, warm-up included), steady-state tokens/s and
+    peak GPU memory (swiftkit.train.callbacks.StepTiming)."""
+    tokens = trainer.state.num_input_tokens_seen
+    runtime = result.metrics.get("train_runtime")
+    return round_metrics({
+        "train_tokens": tokens,
+        "tokens_per_second": tokens / max(runtime or 0.0, 1e-9),
+        "train_runtime_s": runtime,
+        **timing.metrics(),
+    })
+
+
+def speed_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summary-table rows for the numbers `throughput` put in the metrics."""
+    rows = [("tokens/s", f"{metrics['tokens_per_second']:,.0f}")]
+    if "steady_tokens_per_second" in metrics:
+        rows.append((
+            "tokens/s steady",
+            f"{metrics['steady_tokens_per_second']:,.0f} (after {metrics['warmup_steps']} warm-up steps, {metrics['warmup_s']:.1f}s)",
+        ))
+    if "peak_memory_gib" in metrics:
+        rows.append(("peak GPU memory", f"{metrics['peak_memory_gib']:.1f} GiB"))
+    return rows
 
 
 def finish_dir(tmp: Path) -> None:

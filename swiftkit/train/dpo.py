@@ -92,7 +92,7 @@ def _train(cfg: DPOConfig) -> None:
             processing_class=tokenizer,
             peft_config=common.lora_config(cfg),
         )
-        common.prepare_trainer(trainer, f"dpo ({cfg.loss_type}, {cfg.method})")
+        timing = common.prepare_trainer(trainer, f"dpo ({cfg.loss_type}, {cfg.method})")
         score = eval_rows and cfg.distributed == "ddp"  # own forward passes don't fit sharded (fsdp/zero-3) models
         before = {
             **(trainer.evaluate() if eval_rows else {}),
@@ -112,6 +112,7 @@ def _train(cfg: DPOConfig) -> None:
         if check:
             (tmp / REFERENCE_CHECK).write_text(json.dumps(check, indent=1) + "\n")
         metrics = _metrics(result, before, after, trainer, started)
+        metrics.update(common.throughput(trainer, result, timing))
         metrics.update(reference=str(mref.path), train_rows=len(train_rows), eval_rows=len(eval_rows))
         manifest = Manifest(
             stage="dpo",
@@ -147,7 +148,7 @@ def _train(cfg: DPOConfig) -> None:
         )
     summary(
         f"dpo ({cfg.loss_type}, {cfg.method})",
-        [*rows, ("time", f"{metrics['runtime_s']:.0f}s")],
+        [*rows, *common.speed_rows(metrics), ("time", f"{metrics['runtime_s']:.0f}s")],
         artifact=cfg.output,
     )
 
@@ -175,7 +176,6 @@ def _metrics(result, before: dict, after: dict, trainer, started: float) -> dict
     metrics: dict[str, Any] = {
         "train_loss": result.training_loss,
         "steps": trainer.state.global_step,
-        "train_runtime_s": result.metrics.get("train_runtime"),
         "runtime_s": time.time() - started,
     }
     keys = (

@@ -61,7 +61,7 @@ def _train(cfg: SFTConfig) -> None:
             processing_class=tokenizer,
             peft_config=common.lora_config(cfg),
         )
-        common.prepare_trainer(trainer, f"sft ({cfg.method})")
+        timing = common.prepare_trainer(trainer, f"sft ({cfg.method})")
         # Evaluated after the trainer wrapped the model: a no_grad forward of a 4-bit model before
         # get_peft_model breaks QLoRA training (FEASIBILITY.md).
         before = trainer.evaluate() if eval_rows else {}
@@ -74,6 +74,7 @@ def _train(cfg: SFTConfig) -> None:
         common.finish_dir(tmp)
         tokenizer.save_pretrained(tmp)
         metrics = _metrics(result, before, after, trainer, per_rank, started)
+        metrics.update(common.throughput(trainer, result, timing))
         metrics.update(loss_on=loss_on, train_rows=len(train_rows), eval_rows=len(eval_rows))
         manifest = Manifest(
             stage="sft",
@@ -92,7 +93,7 @@ def _train(cfg: SFTConfig) -> None:
             ("steps", metrics["steps"]),
             ("train loss", metrics["train_loss"]),
             *([("eval loss", f"{metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}")] if eval_rows else []),
-            ("tokens/s", f"{metrics['tokens_per_second']:,.0f}"),
+            *common.speed_rows(metrics),
             ("time", f"{metrics['runtime_s']:.0f}s"),
         ],
         artifact=cfg.output,
@@ -139,14 +140,9 @@ def _as_loss_rows(rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, An
 
 
 def _metrics(result, before: dict, after: dict, trainer, per_rank: list[list[str]], started: float) -> dict[str, Any]:
-    train = result.metrics
-    tokens = trainer.state.num_input_tokens_seen
     metrics: dict[str, Any] = {
         "train_loss": result.training_loss,
         "steps": trainer.state.global_step,
-        "train_tokens": tokens,
-        "tokens_per_second": tokens / max(train.get("train_runtime", 0.0), 1e-9),
-        "train_runtime_s": train.get("train_runtime"),
         "runtime_s": time.time() - started,
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
     }
