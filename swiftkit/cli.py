@@ -200,6 +200,15 @@ def _register() -> None:
         "Load-test an OpenAI endpoint: tok/s, req/s, TTFT and ITL percentiles (+ in-process baseline).",
         parent=bench,
     )
+    from swiftkit.bench.train_config import BenchTrainConfig
+
+    stage_command(
+        "train",
+        BenchTrainConfig,
+        "swiftkit.bench.train:run",
+        "Fine-tuning speed: the plain padded PEFT path vs swiftkit sft's packed path (tok/s, peak memory, ratio).",
+        parent=bench,
+    )
     app.add_typer(bench, name="bench", help="Benchmarks.")
 
 
