@@ -6,6 +6,7 @@ import queue
 import sys
 
 from swiftkit.console import console, out
+from swiftkit.errors import SwiftkitError
 from swiftkit.serve.config import ChatConfig
 
 HELP = "commands: /reset (forget the conversation), /exit (quit)"
@@ -16,6 +17,9 @@ def run(cfg: ChatConfig) -> None:
     from swiftkit.serve.engine.request import Request, SamplingParams
     from swiftkit.serve.model import load_served_model
 
+    if cfg.engine == "vllm":
+        raise SwiftkitError("`swiftkit chat` runs the built-in engine; --engine vllm is for `swiftkit serve`",
+                            "use --engine auto, or start `swiftkit serve --engine vllm` and send the prompts to it")
     if cfg.adapter:
         console.print("[yellow]--adapter is ignored by chat; pass the adapter as --model[/]")
     served = load_served_model(cfg.model_copy(update={"adapter": []}))

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from swiftkit.console import console, progress, summary
-from swiftkit.errors import DataError
+from swiftkit.errors import DataError, SwiftkitError
 from swiftkit.serve.config import InferConfig
 from swiftkit.serve.model import ServedModel, read_jsonl
 
@@ -39,6 +39,9 @@ def run(cfg: InferConfig) -> None:
     from swiftkit.serve.engine.request import Request, SamplingParams
     from swiftkit.serve.model import load_served_model
 
+    if cfg.engine == "vllm":
+        raise SwiftkitError("`swiftkit infer` runs the built-in engine; --engine vllm is for `swiftkit serve`",
+                            "use --engine auto, or start `swiftkit serve --engine vllm` and send the prompts to it")
     data = Path(cfg.data)
     if not data.is_file():
         raise DataError(f"prompts file not found: {data}")

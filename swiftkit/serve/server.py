@@ -23,7 +23,17 @@ def build_state(cfg: ServeConfig):
 
     metrics = Metrics()
     name = cfg.served_model_name or cfg.model
-    if cfg.engine_process:
+    if cfg.engine == "vllm":
+        from swiftkit.serve.engine.vllm import VLLMEngine, require_vllm
+
+        require_vllm()
+        served = load_served_model(cfg, name=name, weights=False)  # vLLM loads the weights itself
+        engine = VLLMEngine(cfg, served, on_step=metrics.on_step)
+        if cfg.embedding_model:
+            engine.embedder = embedder = load_embedder(cfg.embedding_model, served)
+        else:
+            embedder = embedding_info(None, served)
+    elif cfg.engine_process:
         from swiftkit.serve.engine.remote import EngineProcess
 
         served = load_served_model(cfg, name=name, weights=False)  # the weights live in the engine process

