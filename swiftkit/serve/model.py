@@ -51,7 +51,8 @@ class ServedModel:
         from swiftkit.serve.engine.engine import AsyncEngine, EngineOptions
 
         options = EngineOptions(max_num_seqs=cfg.max_num_seqs, max_model_len=self.max_model_len,
-                                max_queue=cfg.max_queue, max_batched_tokens=cfg.max_batched_tokens, seed=cfg.seed)
+                                max_queue=cfg.max_queue, max_batched_tokens=cfg.max_batched_tokens, seed=cfg.seed,
+                                engine=cfg.engine, enforce_eager=cfg.enforce_eager)
         return (engine_cls or AsyncEngine)(self.model, self.tokenizer, self.eos_ids, options,
                                            multi_adapter=bool(self.adapters), on_step=on_step)
 

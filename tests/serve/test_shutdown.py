@@ -43,36 +43,44 @@ def test_sigterm_drains_then_exits(toy_model, tmp_path, mode):
     """Also the one test of the engine on a thread of the server (the others use the default process),
     and of --embedding-model."""
     encoder = tiny_encoder(toy_model, tmp_path / "encoder")
+    expected_embedding = mean_pooled(encoder, "the sum")
     server = start_server(["--model", str(toy_model), "--dtype", "float32", "--served-model-name", "toy",
-                           "--max-model-len", "1024", mode, "--embedding-model", str(encoder)],
+                           "--max-model-len", "1024", "--max-num-seqs", "1", mode, "--embedding-model", str(encoder)],
                           tmp_path / "server.log")
     try:
+        both = httpx.post(server.base_url + "/completions", timeout=30, json={
+            "model": "toy", "prompt": "the", "max_tokens": 5, "n": 2, "temperature": 0, "ignore_eos": True})
+        assert [c["finish_reason"] for c in both.json()["choices"]] == ["length", "length"]
+        emb = httpx.post(server.base_url + "/embeddings", json={"model": str(encoder), "input": "the sum"}, timeout=30)
+        assert emb.json()["data"][0]["embedding"] == pytest.approx(expected_embedding, abs=1e-5)
+
+        # One slot and three long streams: two wait in the queue, so the drain outlasts the checks below
+        # however fast the engine is.
         body = {"model": "toy", "prompt": "1 + 2 =", "max_tokens": 900, "ignore_eos": True, "stream": True}
-        chunks: list[dict] = []
+        streams: list[list[dict]] = [[], [], []]
         started = threading.Event()
 
-        def stream() -> None:
-            with httpx.stream("POST", server.base_url + "/completions", json=body, timeout=60) as r:
+        def stream(chunks: list[dict]) -> None:
+            with httpx.stream("POST", server.base_url + "/completions", json=body, timeout=120) as r:
                 for line in r.iter_lines():
                     if line.startswith("data: {"):
                         chunks.append(json.loads(line[6:]))
                         started.set()
 
-        reader = threading.Thread(target=stream)
-        reader.start()
+        readers = [threading.Thread(target=stream, args=(chunks,)) for chunks in streams]
+        for reader in readers:
+            reader.start()
         assert started.wait(30)
-        both = httpx.post(server.base_url + "/completions", timeout=30, json={
-            "model": "toy", "prompt": "the", "max_tokens": 5, "n": 2, "temperature": 0, "ignore_eos": True})
-        assert [c["finish_reason"] for c in both.json()["choices"]] == ["length", "length"]
-        emb = httpx.post(server.base_url + "/embeddings", json={"model": str(encoder), "input": "the sum"}, timeout=30)
-        assert emb.json()["data"][0]["embedding"] == pytest.approx(mean_pooled(encoder, "the sum"), abs=1e-5)
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while httpx.get(server.url + "/health").status_code != 503:
+            assert time.monotonic() < deadline, "SIGTERM did not start draining"
+            time.sleep(0.01)
         r = httpx.post(server.base_url + "/completions", json={**body, "stream": False}, timeout=10)
         assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
-        assert httpx.get(server.url + "/health").status_code == 503
-        reader.join(60)
-        assert chunks[-1]["choices"][0]["finish_reason"] == "length"  # the in-flight stream completed
+        for reader in readers:
+            reader.join(120)
+        assert [chunks[-1]["choices"][0]["finish_reason"] for chunks in streams] == ["length"] * 3  # all completed
         assert server.proc.wait(30) == 0
     finally:
         stop_server(server)

@@ -21,7 +21,7 @@ import torch
 from swiftkit.console import console
 from swiftkit.serve.engine.detokenizer import Detokenizer
 from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams, Status
-from swiftkit.serve.engine.runner import ModelRunner
+from swiftkit.serve.engine.runner import make_runner
 from swiftkit.serve.engine.sampler import Sampler, prompt_logprobs
 from swiftkit.serve.engine.scheduler import QueueFull, Scheduler
 
@@ -36,6 +36,8 @@ class EngineOptions:
     max_queue: int = 256
     max_batched_tokens: int = 8192
     seed: int = 0
+    engine: str = "auto"  # auto | fast | plain (runner.make_runner)
+    enforce_eager: bool = False
 
 
 class Engine:
@@ -44,8 +46,10 @@ class Engine:
         self.tokenizer = tokenizer
         self.options = options
         self.eos_ids = frozenset(eos_ids)
-        self.runner = ModelRunner(model, options.max_num_seqs, options.max_model_len, multi_adapter)
-        self.sampler = Sampler(sorted(self.eos_ids), options.seed)
+        self.runner = make_runner(model, options.max_num_seqs, options.max_model_len, options.engine, multi_adapter,
+                                  options.enforce_eager)
+        self.device = self.runner.device
+        self.sampler = Sampler(sorted(self.eos_ids), options.seed, self.device)
         self.scheduler = Scheduler(options.max_num_seqs, options.max_queue, options.max_batched_tokens)
         self.on_step = on_step
         self._backend = tokenizer.backend_tokenizer
@@ -75,7 +79,7 @@ class Engine:
         if self.queue_depth() >= self.options.max_queue + max(free, 0):
             raise QueueFull(f"the request queue is full ({self.options.max_queue} waiting)")
         if req.params.seed is not None:
-            req.generator = torch.Generator().manual_seed(req.params.seed)
+            req.generator = torch.Generator(self.device).manual_seed(req.params.seed)
         req.detokenizer = Detokenizer(self._backend, self._hidden, req.params.stop, req.params.skip_special_tokens)
         self._inbox.put(("add", req))
         self._wake.set()
@@ -178,8 +182,7 @@ class Engine:
     def _prefill(self, admitted: list[Request]) -> None:
         row0 = len(self.scheduler.running)
         want_prompt_lp = any(r.params.prompt_logprobs is not None for r in admitted)
-        logits = self.runner.prefill(admitted, row0, all_logits=want_prompt_lp)
-        last = logits[:, -1] if want_prompt_lp else logits
+        last, logits = self.runner.prefill(admitted, row0, all_logits=want_prompt_lp)
         for r in admitted:
             r.status = Status.RUNNING
             self.scheduler.running.append(r)

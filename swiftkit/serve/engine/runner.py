@@ -12,10 +12,30 @@ from collections.abc import Sequence
 
 import torch
 
+from swiftkit.console import console
+from swiftkit.errors import SwiftkitError
 from swiftkit.serve.engine.kv_cache import SlotKVCache
 from swiftkit.serve.engine.request import Request
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+
+
+def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto", multi_adapter: bool = False,
+                enforce_eager: bool = False):
+    """The fast runner where it applies (engine auto/fast), else this plain one; says which in the log."""
+    from swiftkit.serve.engine.fast_model import unsupported_reason
+    from swiftkit.serve.engine.fast_runner import FastRunner
+
+    if engine in ("auto", "fast"):
+        reason = "several LoRA adapters in one batch (PEFT's mixed-adapter forward)" if multi_adapter else unsupported_reason(model)
+        if reason is None:
+            runner = FastRunner(model, num_slots, max_model_len, enforce_eager)
+            console.print(f"[bold]engine[/] {runner.describe()}")
+            return runner
+        if engine == "fast":
+            raise SwiftkitError(f"--engine fast cannot run this model: {reason}", "use --engine auto or plain")
+        console.print(f"[bold]engine[/] plain transformers forward (fast path not used: {reason})")
+    return ModelRunner(model, num_slots, max_model_len, multi_adapter)
 
 
 class ModelRunner:
@@ -40,8 +60,8 @@ class ModelRunner:
         )
         return out.logits.float()
 
-    def prefill(self, requests: Sequence[Request], row0: int, all_logits: bool = False) -> torch.Tensor:
-        """Fill rows [row0, row0+k) with the prompts; returns logits [k, V] (or [k, T, V] with all_logits)."""
+    def prefill(self, requests: Sequence[Request], row0: int, all_logits: bool = False):
+        """Fill rows [row0, row0+k) with the prompts; returns (last-token logits [k, V], all logits [k, T, V] or None)."""
         lengths = [len(r.prompt_ids) for r in requests]
         width = max(lengths)
         ids = torch.zeros(len(requests), width, dtype=torch.long)
@@ -57,7 +77,7 @@ class ModelRunner:
         mask = torch.where(allowed, 0.0, self._neg).to(self.dtype)[:, None]
         self.kv.begin_prefill(row0, len(requests), width)
         logits = self._forward(requests, ids.to(self.device), positions.to(self.device), mask.to(self.device), 0 if all_logits else 1)
-        return logits if all_logits else logits[:, -1]
+        return logits[:, -1], logits if all_logits else None
 
     def decode(self, requests: Sequence[Request]) -> torch.Tensor:
         """One token for each running row (row i must be requests[i]); returns logits [B, V]."""

@@ -17,9 +17,9 @@ from swiftkit.serve.engine.request import Request, TokenLogprob
 
 
 class Sampler:
-    def __init__(self, eos_ids: Sequence[int], seed: int = 0):
+    def __init__(self, eos_ids: Sequence[int], seed: int = 0, device: torch.device | str = "cpu"):
         self.eos_ids = list(eos_ids)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(device).manual_seed(seed)
 
     def __call__(self, logits: torch.Tensor, requests: Sequence[Request]) -> tuple[list[int], list[TokenLogprob | None]]:
         raw = logits = logits.float()
@@ -39,25 +39,25 @@ class Sampler:
 
     def _edit_row(self, row: torch.Tensor, req: Request) -> None:
         p = req.params
-        vocab = row.shape[0]
+        vocab, dev = row.shape[0], row.device
         if p.logit_bias:
-            ids = torch.tensor([i for i in p.logit_bias if i < vocab], dtype=torch.long)
-            row[ids] += torch.tensor([p.logit_bias[i] for i in p.logit_bias if i < vocab])
+            ids = torch.tensor([i for i in p.logit_bias if i < vocab], dtype=torch.long, device=dev)
+            row[ids] += torch.tensor([p.logit_bias[i] for i in p.logit_bias if i < vocab], device=dev)
         if len(req.output_ids) < p.min_tokens:
             row[[i for i in (*self.eos_ids, *p.stop_token_ids) if i < vocab]] = float("-inf")
         if p.needs_penalties:
-            out = torch.tensor(req.output_ids, dtype=torch.long)
+            out = torch.tensor(req.output_ids, dtype=torch.long, device=dev)
             if p.presence_penalty or p.frequency_penalty:
-                counts = torch.bincount(out, minlength=vocab)[:vocab].float() if len(out) else torch.zeros(vocab)
+                counts = torch.bincount(out, minlength=vocab)[:vocab].float() if len(out) else torch.zeros(vocab, device=dev)
                 row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).float()
             if p.repetition_penalty != 1.0:
-                seen = torch.tensor(sorted(set(req.prompt_ids) | set(req.output_ids)), dtype=torch.long)
+                seen = torch.tensor(sorted(set(req.prompt_ids) | set(req.output_ids)), dtype=torch.long, device=dev)
                 vals = row[seen]
                 row[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
         if req.matcher is not None:
-            allowed = torch.frombuffer(bytearray(req.matcher.compute_logit_bias()), dtype=torch.uint8).bool()
+            allowed = torch.frombuffer(bytearray(req.matcher.compute_logit_bias()), dtype=torch.uint8).bool().to(dev)
             n = min(vocab, allowed.shape[0])
-            keep = torch.zeros(vocab, dtype=torch.bool)
+            keep = torch.zeros(vocab, dtype=torch.bool, device=dev)
             keep[:n] = allowed[:n]
             row.masked_fill_(~keep, float("-inf"))
 
@@ -65,7 +65,8 @@ class Sampler:
         greedy = [r.params.greedy for r in requests]
         if all(greedy):
             return logits.argmax(-1).tolist()
-        temps = torch.tensor([1.0 if g else r.params.temperature for g, r in zip(greedy, requests, strict=True)])
+        temps = torch.tensor([1.0 if g else r.params.temperature for g, r in zip(greedy, requests, strict=True)],
+                             device=logits.device)
         scaled = logits / temps[:, None]
         if any(r.params.needs_filtering for r in requests):
             scaled = self._filter(scaled, requests)
@@ -77,18 +78,18 @@ class Sampler:
             if req.generator is not None:
                 noise[b].exponential_(generator=req.generator)
         sampled = (probs / noise).argmax(-1)
-        greedy_pick = logits.argmax(-1)
-        return [int(greedy_pick[b]) if g else int(sampled[b]) for b, g in enumerate(greedy)]
+        picks = torch.where(torch.tensor(greedy, device=logits.device), logits.argmax(-1), sampled).tolist()
+        return picks  # one device→host transfer for the whole batch
 
     @staticmethod
     def _filter(scaled: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
-        vocab = scaled.shape[-1]
-        top_k = torch.tensor([r.params.top_k if r.params.top_k > 0 else vocab for r in requests])
-        top_p = torch.tensor([r.params.top_p for r in requests])
-        min_p = torch.tensor([r.params.min_p for r in requests])
+        vocab, dev = scaled.shape[-1], scaled.device
+        top_k = torch.tensor([r.params.top_k if r.params.top_k > 0 else vocab for r in requests], device=dev)
+        top_p = torch.tensor([r.params.top_p for r in requests], device=dev)
+        min_p = torch.tensor([r.params.min_p for r in requests], device=dev)
         sorted_logits, order = scaled.sort(-1, descending=True)
         sorted_probs = sorted_logits.softmax(-1)
-        rank = torch.arange(vocab)[None, :]
+        rank = torch.arange(vocab, device=dev)[None, :]
         drop = rank >= top_k[:, None]
         # top-p: drop a token once the mass *before* it already reaches p (the top token always stays).
         drop |= (sorted_probs.cumsum(-1) - sorted_probs) >= top_p[:, None]
