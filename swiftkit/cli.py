@@ -200,6 +200,15 @@ def _register() -> None:
         "Load-test an OpenAI endpoint: tok/s, req/s, TTFT and ITL percentiles (+ in-process baseline).",
         parent=bench,
     )
+    from swiftkit.bench.config import BenchEngineConfig
+
+    stage_command(
+        "engine",
+        BenchEngineConfig,
+        "swiftkit.bench.engine:run",
+        "Generation speed in-process: swiftkit's engines vs HF generate (tok/s, step latency, ratio, logit fidelity).",
+        parent=bench,
+    )
     from swiftkit.bench.train_config import BenchTrainConfig
 
     stage_command(

@@ -1,4 +1,4 @@
-"""Config of `swiftkit bench serve` (light module: no torch import)."""
+"""Configs of `swiftkit bench serve` and `bench engine` (light module: no torch import)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,30 @@ class BenchServeConfig(CommandConfig):
     requests: int = Field(64, description="Total requests.")
     max_tokens: int = Field(64, description="Tokens generated per request (ignore_eos, so exactly this many).")
     endpoint: Literal["chat", "completions"] = Field("chat", description="Which API to load.")
+    prompt_tokens: int | None = Field(
+        None, description="Send prompts of exactly this many random token ids (completions endpoint) instead of short questions.",
+    )
     baseline_model: str | None = Field(
         None, description="Also time an in-process padded batched `generate` of the same prompts on this model (the ceiling).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Baseline model dtype.")
+    output: str | None = Field(None, description="Also write the results as JSON to this file.")
+
+
+class BenchEngineConfig(CommandConfig):
+    model_config_name: str = Field(
+        "qwen2.5-1.5b",
+        description="qwen2.5-1.5b, qwen2.5-7b or toy (random-init architectures, as `bench train`), or a model dir / reference.",
+        json_schema_extra={"flags": ["--model-config"]},
+    )
+    engines: str = Field("fast,hf", description="Comma list of: fast, plain (swiftkit's engines), hf (`generate`), hf-cb "
+                         "(transformers' continuous batching).")
+    concurrency: str = Field("1,64", description="Comma list of request counts run at once.")
+    prompt_len: int = Field(128, description="Prompt tokens per request (random ids).")
+    max_tokens: int = Field(256, description="New tokens per request (ignore_eos: exactly this many).")
+    hf_batch: int = Field(32, description="Rows per padded `generate` batch for the hf engine.")
+    fidelity_tokens: int = Field(64, description="Teacher-forced decode steps compared with one eager forward (0: skip).")
+    enforce_eager: bool = Field(False, description="No CUDA graphs in the fast engine.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype (auto: bf16 on GPU, fp32 on CPU).")
+    seed: int = Field(0, description="Seed of the random weights and prompts.")
     output: str | None = Field(None, description="Also write the results as JSON to this file.")

@@ -24,8 +24,11 @@ from swiftkit.console import console, out
 from swiftkit.errors import SwiftkitError
 
 
-def prompts(n: int) -> list[str]:
-    """Distinct short questions (the same list for the server and the baseline)."""
+def prompts(n: int, tokens: int | None = None) -> list[str] | list[list[int]]:
+    """Distinct short questions, or token-id prompts of a fixed length (the same for server and baseline)."""
+    if tokens:
+        # ids 10..399: inside any tokenizer's vocabulary, the toy's 512 included
+        return [[10 + (7 * i + 13 * j) % 390 for j in range(tokens)] for i in range(n)]
     return [f"What is {10 + (7 * i) % 90} + {11 + (13 * i) % 89}?" for i in range(n)]
 
 
@@ -82,7 +85,7 @@ async def one_request(client: httpx.AsyncClient, cfg: BenchServeConfig, model: s
 
 
 async def load(cfg: BenchServeConfig, base: str, model: str) -> tuple[list[Sample], float]:
-    todo = list(enumerate(prompts(cfg.requests)))
+    todo = list(enumerate(prompts(cfg.requests, cfg.prompt_tokens)))
     samples: list[Sample] = []
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     limits = httpx.Limits(max_connections=cfg.concurrency + 4)
@@ -159,6 +162,9 @@ def engine_baseline(cfg: BenchServeConfig) -> float:
 
 
 def run(cfg: BenchServeConfig) -> None:
+    if cfg.prompt_tokens and (cfg.endpoint != "completions" or cfg.baseline_model):
+        raise SwiftkitError("--prompt-tokens needs --endpoint completions and no --baseline-model",
+                            "token-id prompts exist only on /v1/completions; use `swiftkit bench engine` for in-process baselines")
     base = cfg.url.rstrip("/")
     base = base if base.endswith("/v1") else base + "/v1"
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}

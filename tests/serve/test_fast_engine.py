@@ -37,17 +37,18 @@ def generate(toy, engine: str, params: list[SamplingParams], max_num_seqs: int =
     requests = [Request(list(p), sp, sink=lambda o: outputs.setdefault(o.request_id, []).append(o))
                 for p, sp in zip(prompts, params, strict=True)]
     late = len(requests) // 3
-    with torch.inference_mode():
-        for r in requests[:-late]:
-            eng.submit(r)
-        for step in range(10_000):
-            if step == 3:
-                for r in requests[-late:]:
-                    eng.submit(r)
-            eng._drain_inbox()
-            if step > 3 and not eng.scheduler.has_work:
-                break
-            eng.step()
+    for r in requests[:-late]:
+        eng.submit(r)
+    steps = 0
+
+    def arrive_late() -> None:
+        nonlocal steps
+        steps += 1
+        if steps == 3:
+            for r in requests[-late:]:
+                eng.submit(r)
+
+    eng.drain(arrive_late)
     assert all(outputs[r.request_id][-1].finished for r in requests)
     return requests
 

@@ -104,6 +104,18 @@ class Engine:
     def idle(self) -> bool:
         return not self.scheduler.has_work and self._inbox.empty()
 
+    def drain(self, on_step: Callable[[], None] | None = None) -> None:
+        """Step on the calling thread until every submitted request has finished (benchmarks, tests: no thread)."""
+        with torch.inference_mode():
+            while True:
+                self._drain_inbox()
+                if not self.scheduler.has_work:
+                    self._flush()
+                    return
+                self.step()
+                if on_step:
+                    on_step()
+
     def deliver(self, batch: list[tuple[Request, RequestOutput]]) -> None:
         """Hand a step's outputs to their sinks (overridden by AsyncEngine to cross into asyncio)."""
         for req, out in batch:

@@ -1,0 +1,34 @@
+# Issue 8 on a GPU box (device tool): correctness of the fast engine's GPU paths, `swiftkit bench engine`
+# (fast engine vs HF generate and transformers' continuous batching), and the real HTTP server under
+# `swiftkit bench serve`. Results: docs/benchmarks.md.
+#   bash benchmarks/engine_gpu.sh "BENCH_ARCHS" ENGINES "SERVE_ARCHS"
+#   e.g. bash benchmarks/engine_gpu.sh "qwen2.5-7b qwen2.5-1.5b" fast,hf,hf-cb "qwen2.5-7b"
+# Carried (git-ignored) in $W (default .cache/enginegpu): whl/ (cp312 wheels the GPU image lacks: fastapi,
+# starlette, uvicorn, pydantic, pydantic-core, annotated-types, typing-inspection, opentelemetry-api,
+# llguidance, typer) and toy/ (a built toy model: `swiftkit toy`).
+set -o pipefail
+BENCH=$1 ENGINES=${2:-fast,hf} SERVE=$3 W=${ENGINEGPU_DIR:-.cache/enginegpu}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $W/whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 COLUMNS=160
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import importlib.metadata as m; print({p: m.version(p) for p in ('torch', 'transformers', 'triton')})"
+python3 benchmarks/engine_gpu_check.py $W/toy 2>&1 | grep -v -iE "warn" | tee $OUT/engine_check.txt
+for arch in $BENCH; do
+  echo "+ swiftkit bench engine --model-config $arch --engines $ENGINES --concurrency 1,64 --output $OUT/bench_engine_$arch.json"
+  python3 -m swiftkit bench engine --model-config $arch --engines $ENGINES --concurrency 1,64 \
+     --output $OUT/bench_engine_$arch.json 2>&1 | grep -v -iE "warn"
+done
+for arch in $SERVE; do
+  python3 -c "from swiftkit.bench.engine import save_random_model; save_random_model('$arch', '/tmp/m_$arch')" || exit 1
+  python3 -m swiftkit serve --model /tmp/m_$arch --dtype bfloat16 --max-num-seqs 64 --max-model-len 512 --port 8011 \
+     > /tmp/serve_$arch.log 2>&1 &
+  for i in $(seq 300); do curl -sf http://127.0.0.1:8011/health > /dev/null && break; sleep 1; done
+  for c in 1 64; do
+    n=$(( c == 1 ? 4 : 128 ))
+    echo "+ swiftkit bench serve --url http://127.0.0.1:8011 --endpoint completions --prompt-tokens 128 --max-tokens 256 --concurrency $c --requests $n"
+    python3 -m swiftkit bench serve --url http://127.0.0.1:8011 --endpoint completions --prompt-tokens 128 --max-tokens 256 \
+       --concurrency $c --requests $n --output $OUT/bench_serve_${arch}_c$c.json 2>&1 | grep -v -iE "warn"
+  done
+  kill %1; wait; grep -iE "engine|graph|error|Traceback" /tmp/serve_$arch.log | head -20
+  rm -rf /tmp/m_$arch
+done

@@ -1,0 +1,257 @@
+"""`swiftkit bench engine`: generation speed in this process — swiftkit's engines against HF, with ratios.
+
+Workloads (issue 8's table): for each --concurrency N, N requests of --prompt-len random tokens
+submitted at once, each generating exactly --max-tokens (ignore_eos, greedy). Engines:
+- fast / plain: swiftkit's engine stepped on this thread — prefill, decode, sampling and
+  detokenization, everything a server does except HTTP;
+- hf: `model.generate`, one batch of --hf-batch equal-length prompts at a time (no padding needed);
+- hf-cb: transformers' continuous batching (`generate_batch`).
+Fidelity: on fixed random tokens, the fast path's logits (a prefill, then teacher-forced decode
+steps) against one forward of the transformers model: per-position max |Δlogit|, KL and argmax
+agreement (on random-init bf16 weights the logits are nearly flat, so argmax equality alone says little).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swiftkit.bench.config import BenchEngineConfig
+from swiftkit.console import console, out
+from swiftkit.errors import SwiftkitError
+
+ENGINES = ("fast", "plain", "hf", "hf-cb")
+
+
+def word_tokenizer(vocab_size: int):
+    """A tokenizer with one word per id ("w123"), so every id a random model samples detokenizes to text.
+
+    Random-init architectures have Qwen's 152k vocabulary but no Qwen tokenizer is available offline.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {f"w{i}": i for i in range(vocab_size - len(specials))}
+    vocab.update({s: vocab_size - len(specials) + i for i, s in enumerate(specials)})
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+    )
+    return tokenizer
+
+
+def save_random_model(name: str, directory: str, dtype: str = "bfloat16", seed: int = 0) -> None:
+    """A random-init architecture + word tokenizer saved as a plain HF directory (for `swiftkit serve`)."""
+    from swiftkit.bench.train import random_model
+
+    torch.manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = random_model(name, getattr(torch, dtype), device)
+    model.save_pretrained(directory)
+    word_tokenizer(model.config.vocab_size).save_pretrained(directory)
+
+
+def _model(cfg: BenchEngineConfig, device: torch.device):
+    from swiftkit.bench.train import ARCHITECTURES, random_model
+
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32}.get(cfg.dtype) or getattr(torch, cfg.dtype)
+    if cfg.model_config_name in ARCHITECTURES:
+        torch.manual_seed(cfg.seed)
+        model = random_model(cfg.model_config_name, dtype, device).eval()
+        return model, word_tokenizer(model.config.vocab_size)
+    from swiftkit.loading import load_model
+
+    model, tokenizer, _ = load_model(cfg.model_config_name, dtype=str(dtype).removeprefix("torch."), device=str(device))
+    return model.eval(), tokenizer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def run_engine(engine, prompts: list[list[int]], max_tokens: int) -> dict[str, float]:
+    """All prompts at once through a swiftkit Engine stepped here; decode step times give the ITL."""
+    from swiftkit.serve.engine.request import Request, SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    generated = 0
+    first: list[float] = []
+
+    def sink(output) -> None:
+        nonlocal generated
+        generated += len(output.token_ids)
+        if output.completion_tokens == 1 and output.token_ids:
+            first.append(time.perf_counter())
+
+    steps: list[float] = []
+    start = last = time.perf_counter()
+    for p in prompts:
+        engine.submit(Request(list(p), params, sink=sink))
+
+    def tick() -> None:
+        nonlocal last
+        now = time.perf_counter()
+        steps.append(now - last)
+        last = now
+
+    engine.drain(tick)
+    seconds = time.perf_counter() - start
+    decode_steps = steps[1:]  # the first step also prefilled
+    return {"tok_s": generated / seconds, "seconds": seconds, "tokens": generated,
+            "ttft_ms": 1000 * (max(first) - start), "itl_p50_ms": 1000 * _percentile(decode_steps, 0.5),
+            "itl_p99_ms": 1000 * _percentile(decode_steps, 0.99)}
+
+
+def run_hf(model, prompts: list[list[int]], max_tokens: int, batch: int) -> dict[str, float]:
+    device = next(model.parameters()).device
+    generated = 0
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch):
+            ids = torch.tensor(prompts[i:i + batch], device=device)
+            result = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                                    min_new_tokens=max_tokens, do_sample=False, pad_token_id=0)
+            generated += (result.shape[1] - ids.shape[1]) * ids.shape[0]
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"tok_s": generated / seconds, "seconds": seconds, "tokens": generated}
+
+
+def run_hf_cb(model, prompts: list[list[int]], max_tokens: int) -> dict[str, float]:
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False, eos_token_id=-1,
+                              pad_token_id=0)
+    device = next(model.parameters()).device
+    _sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():  # its manager updates its static tensors in place: not under inference_mode
+        results = model.generate_batch(inputs=prompts, generation_config=config, progress_bar=False)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    generated = sum(len(r.generated_tokens) for r in results.values())
+    if generated < len(prompts) * max_tokens:
+        raise RuntimeError(f"generated {generated} of {len(prompts) * max_tokens} tokens (see its log above)")
+    return {"tok_s": generated / seconds, "seconds": seconds, "tokens": generated}
+
+
+def fidelity(model, prompt_len: int, steps: int, seed: int) -> dict[str, float]:
+    """Fast path (prefill + teacher-forced decode) vs one transformers forward over the same tokens."""
+    from swiftkit.serve.engine.fast_runner import FastRunner
+    from swiftkit.serve.engine.request import Request, SamplingParams
+
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed + 1)
+    rows = 4
+    tokens = torch.randint(0, model.config.vocab_size, (rows, prompt_len + steps), generator=gen)
+    with torch.inference_mode():
+        reference = model(tokens.to(device)).logits.float()[:, prompt_len - 1:-1]
+        runner = FastRunner(model, rows, prompt_len + steps)
+        requests = [Request(tokens[r, :prompt_len].tolist(), SamplingParams(), sink=None) for r in range(rows)]
+        logits = [runner.prefill(requests, 0)[0]]
+        for j in range(steps - 1):
+            for r, req in enumerate(requests):
+                req.output_ids.append(int(tokens[r, prompt_len + j]))
+            logits.append(runner.decode(requests).clone())
+        fast = torch.stack(logits, 1)  # [rows, steps, V]
+    del runner
+    diff = (fast - reference).abs().amax(-1)
+    ref_logp, fast_logp = reference.log_softmax(-1), fast.log_softmax(-1)
+    kl = (ref_logp.exp() * (ref_logp - fast_logp)).sum(-1)
+    return {"positions": rows * steps, "max_abs_logit_diff": float(diff.max()), "mean_max_abs_logit_diff": float(diff.mean()),
+            "logit_std": float(reference.std()), "kl_max": float(kl.max()), "kl_mean": float(kl.mean()),
+            "argmax_agreement": float((fast.argmax(-1) == reference.argmax(-1)).float().mean())}
+
+
+def _parse(cfg: BenchEngineConfig) -> tuple[list[str], list[int]]:
+    engines = [e.strip() for e in cfg.engines.split(",") if e.strip()]
+    bad = [e for e in engines if e not in ENGINES]
+    if bad or not engines:
+        raise SwiftkitError(f"--engines: unknown {', '.join(bad) or '(none)'}", f"choose from {', '.join(ENGINES)}")
+    try:
+        concurrency = [int(c) for c in cfg.concurrency.split(",") if c.strip()]
+    except ValueError:
+        raise SwiftkitError(f"--concurrency {cfg.concurrency!r} is not a comma list of integers") from None
+    if not concurrency or min(concurrency) < 1:
+        raise SwiftkitError("--concurrency needs positive integers, e.g. 1,64")
+    return engines, concurrency
+
+
+def run(cfg: BenchEngineConfig) -> dict[str, Any]:
+    from swiftkit.serve.engine.engine import Engine, EngineOptions
+
+    engines, concurrency = _parse(cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = _model(cfg, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    console.print(f"[bold]bench engine[/] {cfg.model_config_name} on {name}, {next(model.parameters()).dtype}, "
+                  f"prompt {cfg.prompt_len} + {cfg.max_tokens} new, concurrency {concurrency}")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    vocab = min(model.config.vocab_size, len(tokenizer))
+    prompts = torch.randint(0, vocab, (max(concurrency), cfg.prompt_len), generator=gen).tolist()
+    result: dict[str, Any] = {"model": cfg.model_config_name, "device": name, "dtype": str(next(model.parameters()).dtype),
+                              "prompt_len": cfg.prompt_len, "max_tokens": cfg.max_tokens, "runs": []}
+    if cfg.fidelity_tokens:
+        result["fidelity"] = fidelity(model, cfg.prompt_len, cfg.fidelity_tokens, cfg.seed)
+    for kind in engines:
+        if kind in ("fast", "plain"):
+            options = EngineOptions(max_num_seqs=max(concurrency), max_model_len=cfg.prompt_len + cfg.max_tokens + 1,
+                                    max_batched_tokens=max(concurrency) * cfg.prompt_len, engine=kind,
+                                    enforce_eager=cfg.enforce_eager, max_queue=max(concurrency))
+            engine = Engine(model, tokenizer, [], options)
+            run_engine(engine, prompts[:2], 4)  # warm-up (allocator, cuBLAS heuristics)
+            for n in concurrency:
+                result["runs"].append({"engine": kind, "concurrency": n, **run_engine(engine, prompts[:n], cfg.max_tokens)})
+            del engine
+        else:
+            warm = run_hf(model, prompts[:1], 2, 1) if kind == "hf" else None
+            del warm
+            for n in concurrency:
+                try:
+                    timing = run_hf(model, prompts[:n], cfg.max_tokens, min(n, cfg.hf_batch)) if kind == "hf" else \
+                        run_hf_cb(model, prompts[:n], cfg.max_tokens)
+                except Exception as exc:  # report and go on: the other engines' numbers still count
+                    timing = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                result["runs"].append({"engine": kind, "concurrency": n, **timing})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    _report(result)
+    if cfg.output:
+        Path(cfg.output).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _report(result: dict[str, Any]) -> None:
+    base = {r["concurrency"]: r["tok_s"] for r in result["runs"] if r["engine"] == "hf" and "tok_s" in r}
+    lines = ["| engine | concurrency | tok/s | × hf | TTFT ms | step p50 / p99 ms |", "|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        if "error" in r:
+            lines.append(f"| {r['engine']} | {r['concurrency']} | failed: {r['error']} | | | |")
+            continue
+        ratio = f"{r['tok_s'] / base[r['concurrency']]:.1f}" if r["concurrency"] in base else ""
+        ttft = f"{r['ttft_ms']:.0f}" if "ttft_ms" in r else ""
+        itl = f"{r['itl_p50_ms']:.2f} / {r['itl_p99_ms']:.2f}" if "itl_p50_ms" in r else ""
+        lines.append(f"| {r['engine']} | {r['concurrency']} | {r['tok_s']:.1f} | {ratio} | {ttft} | {itl} |")
+    out.print("\n".join(lines))
+    if "fidelity" in result:
+        f = result["fidelity"]
+        out.print(f"fidelity vs transformers forward ({f['positions']} positions): max |Δlogit| {f['max_abs_logit_diff']:.3g} "
+                  f"(mean per position {f['mean_max_abs_logit_diff']:.3g}, logit std {f['logit_std']:.3g}), "
+                  f"KL max {f['kl_max']:.2e} mean {f['kl_mean']:.2e}, argmax agreement {f['argmax_agreement']:.3f}")
