@@ -1,0 +1,29 @@
+"""`swiftkit bench engine` on the CPU: every engine runs the same workload and the fast path's logits
+match the transformers forward (fp32), through the real command."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_bench_engine_reports_every_engine_and_fidelity(tmp_path):
+    result = tmp_path / "engine.json"
+    proc = run_cli("bench", "engine", "--model-config", "toy", "--engines", "fast,plain,hf", "--concurrency", "1,4",
+                   "--prompt-len", "16", "--max-tokens", "12", "--fidelity-tokens", "8", "--output", result, check=True)
+    data = json.loads(result.read_text())
+    runs = {(r["engine"], r["concurrency"]): r for r in data["runs"]}
+    assert set(runs) == {(e, c) for e in ("fast", "plain", "hf") for c in (1, 4)}
+    for (engine, n), r in runs.items():
+        assert r["tokens"] == n * 12, (engine, n, r)  # ignore_eos: exactly max_tokens each
+        assert r["tok_s"] > 0
+    assert runs[("fast", 4)]["itl_p99_ms"] >= runs[("fast", 4)]["itl_p50_ms"] > 0
+    f = data["fidelity"]
+    assert f["positions"] == 4 * 8 and f["max_abs_logit_diff"] < 1e-3 and f["argmax_agreement"] == 1.0
+    assert "| fast | 4 |" in proc.stdout
+
+
+def test_bench_engine_rejects_unknown_engine():
+    proc = run_cli("bench", "engine", "--model-config", "toy", "--engines", "fast,warp")
+    assert proc.returncode == 2 and "unknown warp" in proc.stderr and "Traceback" not in proc.stderr
