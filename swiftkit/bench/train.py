@@ -232,7 +232,7 @@ def run(cfg: BenchTrainConfig) -> dict[str, Any]:
     from swiftkit.train.config import SFTConfig
 
     for key in ("padded_batch", "batch_size", "max_length", "steps"):
-        if getattr(cfg, key) < 1:
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise SwiftkitError(f"--{key.replace('_', '-')} must be at least 1")
     import datasets
 
@@ -245,6 +245,8 @@ def run(cfg: BenchTrainConfig) -> dict[str, Any]:
     batches = Batches(lengths, vocab, pad_id, cfg.seed, device)
     # swiftkit sft's own packing decisions for these flags (strategy, fixed step shape, attention kernel).
     sft = SFTConfig(model="bench", data=["bench"], packing=True, batch_size=cfg.batch_size, max_length=cfg.max_length)
+    bins = packing.batch_size(sft)
+    sft = sft.model_copy(update={"batch_size": bins})
     pack_args = packing.sft_args(sft)
     console.print(
         f"[bold]bench train[/] {source} on {device.type} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
@@ -256,8 +258,8 @@ def run(cfg: BenchTrainConfig) -> dict[str, Any]:
     console.print(f"  {_line(results[-1])}")
     packing.prepare_model(sft, model.get_base_model())  # FlexAttention on CUDA, as swiftkit sft
     attn = model.get_base_model().config._attn_implementation
-    name = f"swiftkit {cfg.batch_size}x{cfg.max_length} {attn}"
-    results.append(measure(model, name, lambda: batches.packed(pack_args, cfg.batch_size, cfg.max_length), True, cfg, device))
+    name = f"swiftkit {bins}x{cfg.max_length} {attn}"
+    results.append(measure(model, name, lambda: batches.packed(pack_args, bins, cfg.max_length), True, cfg, device))
     results[-1].notes = {"attention": attn, **{k: v for k, v in pack_args.items() if k != "packing"}}
     console.print(f"  {_line(results[-1])}")
     padded, fast = results

@@ -6,7 +6,6 @@ import queue
 import sys
 
 from swiftkit.console import console, out
-from swiftkit.errors import SwiftkitError
 from swiftkit.serve.config import ChatConfig
 
 HELP = "commands: /reset (forget the conversation), /exit (quit)"
@@ -17,13 +16,15 @@ def run(cfg: ChatConfig) -> None:
     from swiftkit.serve.engine.request import Request, SamplingParams
     from swiftkit.serve.model import load_served_model
 
-    if cfg.engine == "vllm":
-        raise SwiftkitError("`swiftkit chat` runs the built-in engine; --engine vllm is for `swiftkit serve`",
-                            "use --engine auto, or start `swiftkit serve --engine vllm` and send the prompts to it")
     if cfg.adapter:
         console.print("[yellow]--adapter is ignored by chat; pass the adapter as --model[/]")
-    served = load_served_model(cfg.model_copy(update={"adapter": []}))
-    engine = served.build_engine(cfg, engine_cls=Engine)
+    if cfg.engine == "vllm":
+        from swiftkit.serve.engine.vllm import threaded_engine
+
+        served, engine = threaded_engine(cfg.model_copy(update={"adapter": []}))
+    else:
+        served = load_served_model(cfg.model_copy(update={"adapter": []}))
+        engine = served.build_engine(cfg, engine_cls=Engine)
     engine.start()
     history: list[dict] = [{"role": "system", "content": cfg.system}] if cfg.system else []
     console.print(f"[bold]chatting with[/] {served.name}  ({HELP})")

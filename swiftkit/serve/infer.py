@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from swiftkit.console import console, progress, summary
-from swiftkit.errors import DataError, SwiftkitError
+from swiftkit.errors import DataError
 from swiftkit.serve.config import InferConfig
 from swiftkit.serve.model import ServedModel, read_jsonl
 
@@ -39,9 +39,6 @@ def run(cfg: InferConfig) -> None:
     from swiftkit.serve.engine.request import Request, SamplingParams
     from swiftkit.serve.model import load_served_model
 
-    if cfg.engine == "vllm":
-        raise SwiftkitError("`swiftkit infer` runs the built-in engine; --engine vllm is for `swiftkit serve`",
-                            "use --engine auto, or start `swiftkit serve --engine vllm` and send the prompts to it")
     data = Path(cfg.data)
     if not data.is_file():
         raise DataError(f"prompts file not found: {data}")
@@ -58,9 +55,14 @@ def run(cfg: InferConfig) -> None:
         return
     if cfg.adapter:
         console.print("[yellow]--adapter is ignored by infer; pass the adapter as --model[/]")
-    served = load_served_model(cfg.model_copy(update={"adapter": []}))
+    if cfg.engine == "vllm":
+        from swiftkit.serve.engine.vllm import threaded_engine
+
+        served, engine = threaded_engine(cfg.model_copy(update={"adapter": []}))
+    else:
+        served = load_served_model(cfg.model_copy(update={"adapter": []}))
+        engine = served.build_engine(cfg, engine_cls=Engine)
     prompts = {rid: row_prompt(served, row, cfg.system, f"{data}: row {rid}") for rid, row in todo}
-    engine = served.build_engine(cfg, engine_cls=Engine)
     results: queue.SimpleQueue = queue.SimpleQueue()
     started = time.perf_counter()
     tokens = 0

@@ -56,6 +56,9 @@ class TrainConfig(ModelStageConfig):
 
 
 class SFTConfig(TrainConfig):
+    batch_size: int | None = Field(
+        None, description="Per-device batch: rows, or packed bins of --max-length tokens (default 4; packed on CUDA: 8192 tokens a step)."
+    )
     packing: bool | None = Field(None, description="Pack rows padding-free with isolated attention (default: on with CUDA).")
     assistant_only_loss: bool = Field(True, description="Loss only on assistant tokens.")
 

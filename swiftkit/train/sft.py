@@ -30,6 +30,7 @@ def run(cfg: SFTConfig) -> Path:
 
 def _train(cfg: SFTConfig) -> None:
     started = time.time()
+    cfg = cfg.model_copy(update={"batch_size": packing.batch_size(cfg)})
     mref = resolve_model_ref(cfg.model)
     # Data before the heavy imports and before the artifact folder: bad input fails fast, leaving nothing.
     tokenizer, data, held = common.prepare_data(cfg, mref, "sft")

@@ -12,24 +12,46 @@ import pytest
 from swiftkit.artifacts import Manifest, read_manifest, write_manifest
 from tests.conftest import run_cli
 from tests.serve.conftest import ENGINE, free_port
+from tests.serve.test_openai_api import visible_text
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (`make test-vllm` builds a venv with it)")
 
 
+def cli_args(command: str, tmp_path) -> list:
+    if command == "serve":
+        return ["--port", str(free_port())]
+    if command == "infer":
+        data = tmp_path / "prompts.jsonl"
+        data.write_text(json.dumps({"prompt": "1 + 2 ="}) + "\n")
+        return ["--data", data]
+    return []
+
+
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
-def test_engine_vllm_without_vllm_is_one_line_error(toy_model):
-    proc = run_cli("serve", "--model", toy_model, "--engine", "vllm", "--port", str(free_port()), timeout=120)
+@pytest.mark.parametrize("command", ["serve", "infer", "chat"])
+def test_engine_vllm_without_vllm_is_one_line_error(toy_model, tmp_path, command):
+    proc = run_cli(command, "--model", toy_model, "--engine", "vllm", *cli_args(command, tmp_path), timeout=120)
     assert proc.returncode == 2 and "install vllm" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["infer", "chat"])
-def test_infer_and_chat_refuse_engine_vllm(toy_model, tmp_path, command):
+@needs_vllm
+def test_infer_through_vllm_equals_in_process_greedy(toy_model, tmp_path, reference):
+    """`swiftkit infer --engine vllm` (the same thread-hosted engine `chat` uses)."""
     data = tmp_path / "prompts.jsonl"
-    data.write_text(json.dumps({"prompt": "1 + 2 ="}) + "\n")
-    args = ["--data", data] if command == "infer" else []
-    proc = run_cli(command, "--model", toy_model, "--engine", "vllm", *args, timeout=120)
-    assert proc.returncode == 2 and "swiftkit serve --engine vllm" in proc.stderr and "Traceback" not in proc.stderr
+    rows = [{"id": "a", "prompt": "12 + 34 ="}, {"id": "b", "prompt": "5 + 6 ="}, {"id": "c", "question": "What is 1 + 2?"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "results.jsonl"
+    run_cli("infer", "--model", toy_model, "--engine", "vllm", "--dtype", "float32", "--data", data, "--output", out,
+            "--max-tokens", "8", check=True, timeout=600)
+    results = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(results) == ["a", "b", "c"]
+    tok = reference.tokenizer
+    for rid in ("a", "b"):
+        ids = tok(rows["ab".index(rid)]["prompt"])["input_ids"]
+        expected = reference(ids, results[rid]["completion_tokens"])
+        assert results[rid]["response"] == visible_text(tok, expected), rid
+    assert all(r["finish_reason"] in ("stop", "length") and 1 <= r["completion_tokens"] <= 8 for r in results.values())
 
 
 @needs_vllm

@@ -42,3 +42,16 @@ def test_unknown_loss_type_is_a_clear_error(toy_model, tmp_path):
     proc = run_cli("dpo", "--model", toy_model, "--data", data, "--loss-type", "sigmoid+orpo", "--output", tmp_path / "out")
     assert proc.returncode == 2 and "'orpo' is not a DPO loss TRL provides" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_trl_still_refuses_padding_free_dpo(toy_model, tmp_path):
+    # docs/dpo.md says why swiftkit dpo does not pack: TRL 1.16's DPOTrainer turns padding_free off. When a
+    # TRL release honours it, this fails, and packing (with a packed == unpacked loss test) can be wired up.
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer, _ = load_model(toy_model)
+    rows = [json.loads(line) for line in (toy_model / "task" / "dpo.jsonl").read_text().splitlines()[:4]]
+    args = DPOConfig(output_dir=str(tmp_path), padding_free=True, use_cpu=True, report_to="none", max_steps=1)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    assert trainer.padding_free is False

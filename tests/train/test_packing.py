@@ -109,3 +109,19 @@ def test_sft_with_packing_learns(toy_model, tmp_path):
     m = manifest(out)
     assert m["config"]["packing"] is True
     assert m["metrics"]["eval_loss_after"] < 0.7 * m["metrics"]["eval_loss_before"], m["metrics"]
+
+
+def test_default_batch_size_is_a_token_budget_when_packing_on_cuda(monkeypatch):
+    from swiftkit.train import packing
+    from swiftkit.train.config import SFTConfig
+
+    cfg = SFTConfig(model="m", data=["d"])
+    assert packing.batch_size(cfg) == 4  # rows, on this CPU machine
+    assert packing.batch_size(cfg.model_copy(update={"batch_size": 3})) == 3
+    # The CUDA branch decides from the flags alone (no device is touched), so it is checked here too.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert packing.batch_size(cfg) == 8  # 8 bins x 1024 = 8192 tokens a step
+    assert packing.batch_size(cfg.model_copy(update={"max_length": 2048})) == 4
+    assert packing.batch_size(cfg.model_copy(update={"max_length": 16384})) == 1
+    assert packing.batch_size(cfg.model_copy(update={"packing": False})) == 4
+    assert packing.sft_args(cfg.model_copy(update={"batch_size": 8}))["pad_to_multiple_of"] == 8192

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from swiftkit.serve.engine import kernels
 
 SUPPORTED = ("qwen2", "llama", "mistral")
+# cuDNN's attention (torch's first choice on Hopper) plans every new shape, and prompt shapes always vary.
+PREFILL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def unsupported_reason(model) -> str | None:
@@ -155,7 +158,8 @@ class FastDecoder:
             q = q.view(rows, width, self.heads, self.head_dim).transpose(1, 2)
             k = self.k_cache[i, row0:row0 + rows, :, :width]
             v = self.v_cache[i, row0:row0 + rows, :, :width]
-            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=True)
+            with sdpa_kernel(PREFILL_BACKENDS):
+                attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=True)
             attn = attn.transpose(1, 2).reshape(rows * width, -1)
             x, residual = kernels.add_rms_norm(layer.o(attn), residual, layer.ln2, self.eps)
             h = layer.down(kernels.silu_mul(layer.gate_up(x)))

@@ -105,7 +105,9 @@ def decode_attention(q, k_cache, v_cache, slots, lens, scale, splits: int):
     b, heads, d = q.shape
     kv_heads = k_cache.shape[1]
     group = heads // kv_heads
-    part = torch.empty(b, heads, splits, d, dtype=torch.float32, device=q.device)
+    out = torch.empty(b, heads, d, dtype=q.dtype, device=q.device)
+    # one split: the kernel writes the normalised output itself and the reduce launch is skipped
+    part = out[:, :, None] if splits == 1 else torch.empty(b, heads, splits, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(b, heads, splits, dtype=torch.float32, device=q.device)
     _decode_split_kernel[(b, kv_heads, splits)](
         q, k_cache, v_cache, slots, lens, part, lse, scale,
@@ -114,10 +116,10 @@ def decode_attention(q, k_cache, v_cache, slots, lens, scale, splits: int):
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), D=d, BLOCK_N=64, SPLITS=splits,
         IEEE=q.dtype == torch.float32, num_warps=4,
     )
-    out = torch.empty(b, heads, d, dtype=q.dtype, device=q.device)
-    _decode_reduce_kernel[(b, heads)](part, lse, out, part.stride(0), part.stride(1), part.stride(2),
-                                      lse.stride(0), lse.stride(1), out.stride(0), out.stride(1),
-                                      SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), D=d)
+    if splits > 1:
+        _decode_reduce_kernel[(b, heads)](part, lse, out, part.stride(0), part.stride(1), part.stride(2),
+                                          lse.stride(0), lse.stride(1), out.stride(0), out.stride(1),
+                                          SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), D=d)
     return out.view(b, heads * d)
 
 
@@ -229,8 +231,8 @@ if triton is not None:
         has = total > 0
         out = acc / tl.where(has, total, 1.0)[:, None]
         lse = tl.where(has, m + tl.log(tl.where(has, total, 1.0)), float("-inf"))
-        tl.store(PART + b * stride_pb + heads[:, None] * stride_ph + split * stride_ps + d[None, :], out,
-                 mask=gmask[:, None])
+        tl.store(PART + b * stride_pb + heads[:, None] * stride_ph + split * stride_ps + d[None, :],
+                 out.to(PART.dtype.element_ty), mask=gmask[:, None])
         tl.store(LSE + b * stride_lb + heads * stride_lh + split, lse, mask=gmask)
 
     @triton.jit

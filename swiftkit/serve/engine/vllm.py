@@ -14,17 +14,20 @@ vLLM request by aborting it). vllm is imported only by `start()`: this module im
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import importlib.util
 import itertools
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 from swiftkit.console import console
 from swiftkit.errors import SwiftkitError
 from swiftkit.serve.engine.detokenizer import Detokenizer
-from swiftkit.serve.engine.engine import MARKER_TOKENS, RequestStream
-from swiftkit.serve.engine.request import RequestOutput, SamplingParams, TokenLogprob
+from swiftkit.serve.engine.engine import MARKER_TOKENS
+from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams, TokenLogprob
 from swiftkit.serve.engine.scheduler import QueueFull
 from swiftkit.serve.errors import BadRequest
 
@@ -75,7 +78,7 @@ class VLLMEngine:
         markers = {tok.convert_tokens_to_ids(t) for t in MARKER_TOKENS if t in tok.get_vocab()}
         self._hidden = frozenset(set(tok.all_special_ids) - markers)
         self._ids = itertools.count()
-        self._active: dict[str, asyncio.Task] = {}
+        self._active: dict[str, VLLMStream] = {}
         self._stats = (0, 0)  # (running, waiting) as vLLM's scheduler last reported them
         self._loras: dict[str, Any] = {}
         self.llm = None
@@ -144,22 +147,20 @@ class VLLMEngine:
 
     # -- used by the HTTP handlers (event loop thread) -------------------------------------------
     def open(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
-             matcher=None) -> RequestStream:
+             matcher=None) -> VLLMStream:
         """Submit; the grammar is rebuilt by vLLM from `params.constraint` (`matcher` is not used)."""
         if len(self._active) >= self.capacity:
             raise QueueFull(f"the request queue is full ({self.cfg.max_queue} waiting)")
         rid = f"swk-{next(self._ids)}"
-        vparams = self.vllm_params(params)
-        outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
-        self._active[rid] = asyncio.get_running_loop().create_task(
-            self._pump(rid, list(prompt_ids), params, vparams, self._loras.get(adapter) if adapter else None,
-                       outputs.put_nowait))
-        return RequestStream(self, rid, outputs)
+        gen = self.llm.generate({"prompt_token_ids": list(prompt_ids)}, self.vllm_params(params), rid,
+                                lora_request=self._loras.get(adapter) if adapter else None)
+        stream = self._active[rid] = VLLMStream(self, rid, gen, list(prompt_ids), params)
+        return stream
 
     def abort(self, rid: str) -> None:
-        task = self._active.get(rid)
-        if task is not None:
-            task.cancel()  # vLLM's generate() aborts the request when it is cancelled
+        stream = self._active.get(rid)
+        if stream is not None:
+            stream.close()
 
     async def embed(self, batches: list[list[int]]) -> list[list[float]]:
         if self.embedder is None:
@@ -211,31 +212,6 @@ class VLLMEngine:
         except ValueError as exc:  # vLLM's own validation (VLLMValidationError is a ValueError)
             raise BadRequest(str(exc)) from None
 
-    async def _pump(self, rid: str, prompt_ids: list[int], params: SamplingParams, vparams, lora, put) -> None:
-        """Run one vLLM request and turn its delta outputs into swiftkit's per-token RequestOutputs."""
-        detok = Detokenizer(self._backend, self._hidden, params.stop, params.skip_special_tokens)
-        state = _Progress(prompt_ids)
-        gen = self.llm.generate({"prompt_token_ids": prompt_ids}, vparams, rid, lora_request=lora)
-        try:
-            async for out in gen:
-                for delta in self._convert(rid, out, params, detok, state):
-                    put(delta)
-                if state.finished:
-                    break  # ended on our side (a stop string) or by vLLM; aclose() below aborts it in vLLM
-            if not state.finished:  # vLLM ended the stream without a finish reason
-                put(RequestOutput(rid, [], detok.delta(final=True), finished=True, finish_reason="abort",
-                                  prompt_tokens=state.prompt_tokens, completion_tokens=state.completion))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # an engine failure must end this request, not the server
-            cause = exc.__cause__ or exc
-            console.print(f"[red]vLLM request {rid} failed:[/] {type(cause).__name__}: {cause}")
-            put(RequestOutput(rid, [], "", finished=True, finish_reason="error", stop_reason=str(cause),
-                              prompt_tokens=state.prompt_tokens, completion_tokens=state.completion))
-        finally:
-            self._active.pop(rid, None)
-            await gen.aclose()
-
     def _convert(self, rid: str, out, params: SamplingParams, detok: Detokenizer, state: _Progress) -> list[RequestOutput]:
         """One vLLM delta (possibly several tokens when this loop lagged behind) -> one output per token."""
         c = out.outputs[0]
@@ -277,6 +253,118 @@ class VLLMEngine:
                                         stop_reason=c.stop_reason, prompt_tokens=state.prompt_tokens,
                                         completion_tokens=state.completion))
         return result
+
+
+class VLLMStream:
+    """One request's per-token outputs (the async iterator the server reads), pulled from vLLM's
+    `generate()` by the reader's own task: no task in between, so no extra event-loop hop per token."""
+
+    def __init__(self, engine: VLLMEngine, rid: str, gen, prompt_ids: list[int], params: SamplingParams):
+        self.engine, self.request, self.params = engine, rid, params
+        self._gen = gen  # vLLM adds the request on the first pull
+        self._detok = Detokenizer(engine._backend, engine._hidden, params.stop, params.skip_special_tokens)
+        self._state = _Progress(prompt_ids)
+        self._ready: collections.deque[RequestOutput] = collections.deque()
+        self.done = False
+
+    def __aiter__(self) -> VLLMStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self.done:
+            raise StopAsyncIteration
+        while not self._ready:
+            await self._pull()
+        out = self._ready.popleft()
+        if out.finished:
+            self.done = True
+            self.engine._active.pop(self.request, None)
+        return out
+
+    def pending(self) -> bool:
+        return bool(self._ready)
+
+    def close(self) -> None:
+        """Stop early (client gone): vLLM's generate() aborts the request when its generator is closed."""
+        if not self.done:
+            self.done = True
+            self.engine._active.pop(self.request, None)
+            asyncio.get_running_loop().create_task(_close(self._gen))
+
+    async def _pull(self) -> None:
+        state, rid = self._state, self.request
+        try:
+            out = await self._gen.__anext__()
+        except StopAsyncIteration:  # vLLM ended the stream without a finish reason
+            out = None
+        except Exception as exc:  # an engine failure must end this request, not the server
+            cause = exc.__cause__ or exc
+            console.print(f"[red]vLLM request {rid} failed:[/] {type(cause).__name__}: {cause}")
+            self._ready.append(RequestOutput(rid, [], "", finished=True, finish_reason="error", stop_reason=str(cause),
+                                             prompt_tokens=state.prompt_tokens, completion_tokens=state.completion))
+            return
+        if out is None:
+            self._ready.append(RequestOutput(rid, [], self._detok.delta(final=True), finished=True, finish_reason="abort",
+                                             prompt_tokens=state.prompt_tokens, completion_tokens=state.completion))
+            return
+        self._ready.extend(self.engine._convert(rid, out, self.params, self._detok, state))
+        if state.finished:
+            if out.finished:  # let generate() return normally (its `finally` releases vLLM's collector)
+                with contextlib.suppress(StopAsyncIteration):
+                    await self._gen.__anext__()
+            else:  # ended on our side (a stop string): closing generate() aborts it in vLLM
+                await self._gen.aclose()
+
+
+async def _close(gen) -> None:
+    # RuntimeError: the generator is still running in a reader being cancelled, which aborts it anyway.
+    with contextlib.suppress(RuntimeError, StopAsyncIteration):
+        await gen.aclose()
+
+
+def threaded_engine(cfg):
+    """(served model, engine) for `infer` / `chat` under --engine vllm: tokenizer and template here, weights in vLLM."""
+    from swiftkit.serve.model import load_served_model
+
+    require_vllm()
+    served = load_served_model(cfg, weights=False)
+    return served, ThreadedVLLMEngine(cfg, served)
+
+
+class ThreadedVLLMEngine:
+    """`VLLMEngine` for synchronous callers (`infer`, `chat`): `submit(Request)` / `start` / `stop` like the
+    built-in `Engine`, outputs delivered to `request.sink` from an event loop on a thread of its own."""
+
+    def __init__(self, cfg, served):
+        self.engine = VLLMEngine(cfg, served)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="swiftkit-vllm", daemon=True)
+
+    def start(self) -> None:
+        self.engine.start()
+        self._thread.start()
+
+    def submit(self, req: Request) -> None:
+        async def forward() -> None:
+            try:
+                async for out in self.engine.open(req.prompt_ids, req.params, req.adapter):
+                    req.sink(out)
+            except Exception as exc:  # e.g. a full queue: the caller waits for a finished output either way
+                req.sink(RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",
+                                       stop_reason=str(exc), prompt_tokens=len(req.prompt_ids)))
+
+        asyncio.run_coroutine_threadsafe(forward(), self._loop)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return self.engine.stop()
+
+        async def shutdown() -> None:  # on the loop that vLLM's output handler runs on
+            self.engine.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(120)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
 
 
 class _Progress:
