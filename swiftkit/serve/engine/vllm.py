@@ -8,7 +8,8 @@ swiftkit's; vLLM does the scheduling, the KV cache, sampling and structured outp
 Text is decoded here with swiftkit's own `Detokenizer` and vLLM runs with `detokenize=False`: vLLM's
 `skip_special_tokens` would also drop the tool/think marker tokens the output parsers need, and this
 way stop strings are held back and cut exactly as the built-in engine does (a stop string ends the
-vLLM request by aborting it). vllm is imported only by `start()`: this module imports without it.
+vLLM request by aborting it). vllm is imported inside the functions that use it: this module imports
+without it.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class VLLMEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.lora.request import LoRARequest
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.metrics.loggers import StatLoggerBase
 
         cfg, served = self.cfg, self.served
         if cfg.device:
@@ -109,8 +111,6 @@ class VLLMEngine:
             disable_log_stats=True,
         )
         engine = self
-
-        from vllm.v1.metrics.loggers import StatLoggerBase
 
         class StepStats(StatLoggerBase):
             """Feeds swiftkit's metrics with vLLM's scheduler state after every engine step."""
