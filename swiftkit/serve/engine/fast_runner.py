@@ -40,6 +40,9 @@ class FastRunner:
         pinned = self.device.type == "cuda"
         self._host = torch.zeros(3, num_slots, dtype=torch.long, pin_memory=pinned)
         self._static = torch.zeros(3, num_slots, dtype=torch.long, device=self.device)
+        # The host→device copy is asynchronous and reads the pinned buffer when it runs: the next step may
+        # only rewrite the buffer once this event says the previous copy is done.
+        self._copied = torch.cuda.Event() if pinned else None
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.buckets = batch_buckets(num_slots)
         if self.device.type == "cuda" and not enforce_eager:
@@ -62,6 +65,8 @@ class FastRunner:
     def decode(self, requests: Sequence[Request]) -> torch.Tensor:
         rows = len(requests)
         bucket = next((b for b in self.buckets if b >= rows), rows) if self._graphs else rows
+        if self._copied is not None:
+            self._copied.synchronize()
         host = self._host[:, :bucket]
         host[0, :rows] = torch.tensor([r.last_token for r in requests])
         host[1, :rows] = torch.tensor([r.kv_end for r in requests])
@@ -71,6 +76,8 @@ class FastRunner:
             host[2, rows:] = self.net.scratch_slot
         static = self._static[:, :bucket]
         static.copy_(host, non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
         if bucket in self._graphs:
             graph, logits = self._graphs[bucket]
             graph.replay()
