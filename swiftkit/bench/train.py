@@ -202,20 +202,14 @@ def _model_and_lengths(cfg: BenchTrainConfig, dtype: torch.dtype, device: torch.
     """The model (random-init architecture, or a model reference's weights), its vocab/pad id, and lengths."""
     name = cfg.model_config_name
     if name in ARCHITECTURES:
-        model, ref = random_model(name, dtype, device), None
-        source = f"random-init {name}"
+        model, source = random_model(name, dtype, device), f"random-init {name}"
     else:
         from swiftkit.loading import load_model
 
-        model, _, ref = load_model(name, dtype=str(dtype).removeprefix("torch."), device=device.type)
-        source = str(ref.path)
+        model, _, mref = load_model(name, dtype=str(dtype).removeprefix("torch."), device=device.type)
+        source = str(mref.path)
     if cfg.data:
-        tokenizer = cfg.tokenizer or (name if ref is not None else None)
-        if tokenizer is None:
-            raise SwiftkitError(
-                f"--data needs a tokenizer: {name} is a random-init architecture",
-                "pass --tokenizer MODEL (whose tokenizer the data is measured with), or leave out --data",
-            )
+        tokenizer = cfg.tokenizer or name
         lengths = data_lengths(cfg.data, tokenizer, cfg.max_length, cfg.seed)
         lengths_from = f"{', '.join(cfg.data)} (tokenizer {tokenizer})"
     else:
@@ -234,6 +228,11 @@ def run(cfg: BenchTrainConfig) -> dict[str, Any]:
     for key in ("padded_batch", "batch_size", "max_length", "steps"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise SwiftkitError(f"--{key.replace('_', '-')} must be at least 1")
+    if cfg.data and cfg.tokenizer is None and cfg.model_config_name in ARCHITECTURES:
+        raise SwiftkitError(
+            f"--data needs a tokenizer: {cfg.model_config_name} is a random-init architecture",
+            "pass --tokenizer MODEL (whose tokenizer the data is measured with), or leave out --data",
+        )
     import datasets
 
     datasets.disable_progress_bars()  # TRL's packing runs a datasets map per pool
