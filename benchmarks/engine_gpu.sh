@@ -24,11 +24,11 @@ for arch in $SERVE; do
      > /tmp/serve_$arch.log 2>&1 &
   for i in $(seq 300); do curl -sf http://127.0.0.1:8011/health > /dev/null && break; sleep 1; done
   for c in 1 64; do
-    n=$(( c == 1 ? 4 : 128 ))
+    n=$(( c == 1 ? 4 : 64 ))
     echo "+ swiftkit bench serve --url http://127.0.0.1:8011 --endpoint completions --prompt-tokens 128 --max-tokens 256 --concurrency $c --requests $n"
-    python3 -m swiftkit bench serve --url http://127.0.0.1:8011 --endpoint completions --prompt-tokens 128 --max-tokens 256 \
+    timeout 200 python3 -m swiftkit bench serve --url http://127.0.0.1:8011 --endpoint completions --prompt-tokens 128 --max-tokens 256 \
        --concurrency $c --requests $n --output $OUT/bench_serve_${arch}_c$c.json 2>&1 | grep -v -iE "warn"
   done
-  kill %1; wait; grep -iE "engine|graph|error|Traceback" /tmp/serve_$arch.log | head -20
+  kill %1; wait; grep -iE "model|engine|graph|error|Traceback" /tmp/serve_$arch.log | head -20
   rm -rf /tmp/m_$arch
 done

@@ -95,7 +95,10 @@ def load_served_model(cfg: EngineConfig, name: str | None = None, weights: bool 
 
     adapters = parse_adapters(cfg.adapter)
     if weights:
-        model, tokenizer, mref = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
+        import torch
+
+        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")  # as --device documents
+        model, tokenizer, mref = load_model(cfg.model, dtype=cfg.dtype, device=device,
                                             trust_remote_code=cfg.trust_remote_code)
         config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
     else:

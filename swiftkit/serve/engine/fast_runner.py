@@ -99,7 +99,7 @@ class FastRunner:
         pool = None
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
+        with torch.inference_mode(), torch.cuda.stream(stream):  # no autograd state kept alive by the graphs
             for bucket in reversed(self.buckets):
                 splits = attention_splits(self.device, bucket, self.net.kv_heads)
                 args = (static[0, :bucket], static[1, :bucket], static[2, :bucket], splits)
