@@ -23,8 +23,6 @@ ENGINE_SPECIFIC = {
     "vllm": {
         "test_embeddings_float_and_base64": "embeddings of the served model itself: vLLM holds its weights, so under "
         "--engine vllm /v1/embeddings needs --embedding-model (a clear 400 otherwise)",
-        "test_sigterm_drains_then_exits": "its start signal (the first chunk of stream 1) races the arrival of "
-        "streams 2-3; vLLM's first token comes in ~20 ms, before they reach the server, so they get 503",
     },
 }
 

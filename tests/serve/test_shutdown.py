@@ -58,19 +58,19 @@ def test_sigterm_drains_then_exits(toy_model, tmp_path, mode):
         # however fast the engine is.
         body = {"model": "toy", "prompt": "1 + 2 =", "max_tokens": 900, "ignore_eos": True, "stream": True}
         streams: list[list[dict]] = [[], [], []]
-        started = threading.Event()
+        accepted = threading.Barrier(len(streams) + 1)  # every stream's response has begun: all three are in flight
 
         def stream(chunks: list[dict]) -> None:
             with httpx.stream("POST", server.base_url + "/completions", json=body, timeout=120) as r:
+                accepted.wait(30)
                 for line in r.iter_lines():
                     if line.startswith("data: {"):
                         chunks.append(json.loads(line[6:]))
-                        started.set()
 
         readers = [threading.Thread(target=stream, args=(chunks,)) for chunks in streams]
         for reader in readers:
             reader.start()
-        assert started.wait(30)
+        accepted.wait(30)
         server.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         while httpx.get(server.url + "/health").status_code != 503:
