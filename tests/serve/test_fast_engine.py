@@ -92,3 +92,20 @@ def test_fast_runner_prompt_logprobs_match_plain(toy):
         n = len(r.prompt_ids)
         torch.testing.assert_close(full_f[b, starts_f[b]:starts_f[b] + n], full_p[b, r.kv_start:r.kv_start + n],
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_fast_engine_refuses_what_it_cannot_run_and_auto_falls_back(toy, tmp_path):
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    from swiftkit.errors import SwiftkitError
+
+    model, tokenizer, _ = toy
+    with pytest.raises(SwiftkitError, match="several LoRA adapters"):
+        Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64, engine="fast"), multi_adapter=True)
+    qwen3 = AutoModelForCausalLM.from_config(Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                                         head_dim=32)).eval()
+    with pytest.raises(SwiftkitError, match="architecture 'qwen3'"):
+        Engine(qwen3, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64, engine="fast"))
+    auto = Engine(qwen3, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64))
+    assert type(auto.runner).__name__ == "ModelRunner"

@@ -2,7 +2,9 @@
 
 request.py  per-request sampling params and state
 kv_cache.py slot-based KV cache (one preallocated row per running sequence)
-runner.py   batched prefill / decode forwards of a transformers causal LM over that cache
+runner.py   picks a runner; the plain one: batched prefill / decode of a transformers causal LM over that cache
+fast_model.py, kernels.py, fast_runner.py  the fast runner: own Qwen2/Llama forward, Triton kernels, CUDA graphs
+vllm.py     vLLM's async engine behind the same interface (--engine vllm)
 sampler.py  per-row logits processing and sampling
 detokenizer.py incremental text + stop strings
 scheduler.py who joins / leaves the running batch between steps

@@ -7,8 +7,8 @@ padding and unused tail, so rows of different lengths share one forward.
 
 The model calls `update()` exactly as it would on a transformers `Cache` (that is the whole
 interface attention layers use), so any transformers causal LM whose layers call
-`past_key_values.update(k, v, layer_idx)` runs on it unchanged. A GPU fast path (paged blocks, CUDA
-graphs over fixed batch buckets) can replace this class behind the same runner calls.
+`past_key_values.update(k, v, layer_idx)` runs on it unchanged. This is the plain runner's cache; the
+fast runner (fast_model.py) keeps its own static cache for the architectures it supports.
 """
 
 from __future__ import annotations
