@@ -11,13 +11,19 @@ from swiftkit.errors import ArtifactError
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
+def default_device(device: str | None = None) -> str:
+    """`device` if given, else cuda when there is one, else cpu."""
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def torch_dtype(name: str, device: str | None = None):
     """`auto` means bfloat16 on CUDA and float32 on CPU (CPU bf16 matmuls are slow and lossy)."""
     import torch
 
     if name == "auto":
-        on_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        return torch.bfloat16 if on_cuda else torch.float32
+        return torch.bfloat16 if default_device(device).startswith("cuda") else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 

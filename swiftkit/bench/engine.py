@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from swiftkit.bench.config import BenchEngineConfig
+from swiftkit.bench.serve import percentile
 from swiftkit.console import console, out
 from swiftkit.errors import SwiftkitError
 
@@ -53,18 +54,19 @@ def word_tokenizer(vocab_size: int):
 def save_random_model(name: str, directory: str, dtype: str = "bfloat16", seed: int = 0) -> None:
     """A random-init architecture + word tokenizer saved as a plain HF directory (for `swiftkit serve`)."""
     from swiftkit.bench.train import random_model
+    from swiftkit.loading import default_device
 
     torch.manual_seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = random_model(name, getattr(torch, dtype), device)
+    model = random_model(name, getattr(torch, dtype), torch.device(default_device()))
     model.save_pretrained(directory)
     word_tokenizer(model.config.vocab_size).save_pretrained(directory)
 
 
 def _model(cfg: BenchEngineConfig, device: torch.device):
     from swiftkit.bench.train import ARCHITECTURES, random_model
+    from swiftkit.loading import torch_dtype
 
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32}.get(cfg.dtype) or getattr(torch, cfg.dtype)
+    dtype = torch_dtype(cfg.dtype, device.type)
     if cfg.model_config_name in ARCHITECTURES:
         torch.manual_seed(cfg.seed)
         model = random_model(cfg.model_config_name, dtype, device).eval()
@@ -78,11 +80,6 @@ def _model(cfg: BenchEngineConfig, device: torch.device):
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def run_engine(engine, prompts: list[list[int]], max_tokens: int) -> dict[str, float]:
@@ -114,8 +111,8 @@ def run_engine(engine, prompts: list[list[int]], max_tokens: int) -> dict[str, f
     seconds = time.perf_counter() - start
     decode_steps = steps[1:]  # the first step also prefilled
     return {"tok_s": generated / seconds, "seconds": seconds, "tokens": generated,
-            "ttft_ms": 1000 * (max(first) - start), "itl_p50_ms": 1000 * _percentile(decode_steps, 0.5),
-            "itl_p99_ms": 1000 * _percentile(decode_steps, 0.99)}
+            "ttft_ms": 1000 * (max(first) - start), "itl_p50_ms": 1000 * percentile(decode_steps, 0.5),
+            "itl_p99_ms": 1000 * percentile(decode_steps, 0.99)}
 
 
 def run_hf(model, prompts: list[list[int]], max_tokens: int, batch: int) -> dict[str, float]:
@@ -214,10 +211,11 @@ def _parse(cfg: BenchEngineConfig) -> tuple[list[str], list[int]]:
 
 
 def run(cfg: BenchEngineConfig) -> dict[str, Any]:
+    from swiftkit.loading import default_device
     from swiftkit.serve.engine.engine import Engine, EngineOptions
 
     engines, concurrency = _parse(cfg)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(default_device())
     model, tokenizer = _model(cfg, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     console.print(f"[bold]bench engine[/] {cfg.model_config_name} on {name}, {next(model.parameters()).dtype}, "
@@ -240,8 +238,8 @@ def run(cfg: BenchEngineConfig) -> dict[str, Any]:
                 result["runs"].append({"engine": kind, "concurrency": n, **run_engine(engine, prompts[:n], cfg.max_tokens)})
             del engine
         else:
-            warm = run_hf(model, prompts[:1], 2, 1) if kind == "hf" else None
-            del warm
+            if kind == "hf":
+                run_hf(model, prompts[:1], 2, 1)  # warm-up
             for n in concurrency:
                 try:
                     timing = run_hf(model, prompts[:n], cfg.max_tokens, min(n, cfg.hf_batch)) if kind == "hf" else \

@@ -221,7 +221,7 @@ def _model_and_lengths(cfg: BenchTrainConfig, dtype: torch.dtype, device: torch.
 
 
 def run(cfg: BenchTrainConfig) -> dict[str, Any]:
-    from swiftkit.loading import torch_dtype
+    from swiftkit.loading import default_device, torch_dtype
     from swiftkit.train import packing
     from swiftkit.train.config import SFTConfig
 
@@ -236,7 +236,7 @@ def run(cfg: BenchTrainConfig) -> dict[str, Any]:
     import datasets
 
     datasets.disable_progress_bars()  # TRL's packing runs a datasets map per pool
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(default_device())
     dtype = torch_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)
     model, vocab, pad_id, lengths, source, lengths_from = _model_and_lengths(cfg, dtype, device)

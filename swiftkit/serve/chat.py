@@ -12,19 +12,10 @@ HELP = "commands: /reset (forget the conversation), /exit (quit)"
 
 
 def run(cfg: ChatConfig) -> None:
-    from swiftkit.serve.engine.engine import Engine
     from swiftkit.serve.engine.request import Request, SamplingParams
-    from swiftkit.serve.model import load_served_model
+    from swiftkit.serve.model import terminal_engine
 
-    if cfg.adapter:
-        console.print("[yellow]--adapter is ignored by chat; pass the adapter as --model[/]")
-    if cfg.engine == "vllm":
-        from swiftkit.serve.engine.vllm import threaded_engine
-
-        served, engine = threaded_engine(cfg.model_copy(update={"adapter": []}))
-    else:
-        served = load_served_model(cfg.model_copy(update={"adapter": []}))
-        engine = served.build_engine(cfg, engine_cls=Engine)
+    served, engine = terminal_engine(cfg, "chat")
     engine.start()
     history: list[dict] = [{"role": "system", "content": cfg.system}] if cfg.system else []
     console.print(f"[bold]chatting with[/] {served.name}  ({HELP})")

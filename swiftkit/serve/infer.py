@@ -15,7 +15,7 @@ from pathlib import Path
 from swiftkit.console import console, progress, summary
 from swiftkit.errors import DataError
 from swiftkit.serve.config import InferConfig
-from swiftkit.serve.model import ServedModel, read_jsonl
+from swiftkit.serve.model import ServedModel, read_jsonl, terminal_engine
 
 ROW_KEYS = ("messages", "question", "query", "prompt")
 
@@ -35,9 +35,7 @@ def row_prompt(served: ServedModel, row: dict, system: str | None, where: str) -
 
 
 def run(cfg: InferConfig) -> None:
-    from swiftkit.serve.engine.engine import Engine
     from swiftkit.serve.engine.request import Request, SamplingParams
-    from swiftkit.serve.model import load_served_model
 
     data = Path(cfg.data)
     if not data.is_file():
@@ -53,15 +51,7 @@ def run(cfg: InferConfig) -> None:
     if not todo:
         console.print(f"all {len(rows)} rows already in {output}")
         return
-    if cfg.adapter:
-        console.print("[yellow]--adapter is ignored by infer; pass the adapter as --model[/]")
-    if cfg.engine == "vllm":
-        from swiftkit.serve.engine.vllm import threaded_engine
-
-        served, engine = threaded_engine(cfg.model_copy(update={"adapter": []}))
-    else:
-        served = load_served_model(cfg.model_copy(update={"adapter": []}))
-        engine = served.build_engine(cfg, engine_cls=Engine)
+    served, engine = terminal_engine(cfg, "infer")
     prompts = {rid: row_prompt(served, row, cfg.system, f"{data}: row {rid}") for rid, row in todo}
     results: queue.SimpleQueue = queue.SimpleQueue()
     started = time.perf_counter()

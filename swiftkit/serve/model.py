@@ -57,6 +57,24 @@ class ServedModel:
                                            multi_adapter=bool(self.adapters), on_step=on_step)
 
 
+def terminal_engine(cfg: EngineConfig, command: str):
+    """(served model, engine) for a terminal command (`infer`, `chat`) that runs the engine on a thread of its own.
+
+    Named adapters are a server feature: the model (an adapter artifact included) is `--model`.
+    """
+    if cfg.adapter:
+        console.print(f"[yellow]--adapter is ignored by {command}; pass the adapter as --model[/]")
+    cfg = cfg.model_copy(update={"adapter": []})
+    if cfg.engine == "vllm":
+        from swiftkit.serve.engine.vllm import threaded_engine as vllm_threaded_engine
+
+        return vllm_threaded_engine(cfg)
+    from swiftkit.serve.engine.engine import Engine
+
+    served = load_served_model(cfg)
+    return served, served.build_engine(cfg, engine_cls=Engine)
+
+
 def parse_adapters(specs: list[str]) -> dict[str, str]:
     adapters: dict[str, str] = {}
     for spec in specs:
@@ -91,14 +109,12 @@ def load_served_model(cfg: EngineConfig, name: str | None = None, weights: bool 
     `weights=False` gives the HTTP front end of a server whose engine runs in another process: the
     tokenizer, template, eos ids and context, but no model (`model` is None).
     """
-    from swiftkit.loading import load_model, load_tokenizer, serving_info
+    from swiftkit.loading import default_device, load_model, load_tokenizer, serving_info
 
     adapters = parse_adapters(cfg.adapter)
     if weights:
-        import torch
-
-        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")  # as --device documents
-        model, tokenizer, mref = load_model(cfg.model, dtype=cfg.dtype, device=device,
+        # load_model leaves the weights where they load (CPU) without a device; --device documents cuda first
+        model, tokenizer, mref = load_model(cfg.model, dtype=cfg.dtype, device=default_device(cfg.device),
                                             trust_remote_code=cfg.trust_remote_code)
         config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
     else:

@@ -63,12 +63,10 @@ def _fused(modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
     The original modules are re-pointed at slices of the fused weight, so memory is not doubled and
     the transformers model (still used for embeddings) keeps working.
     """
-    plain = all(type(m) is nn.Linear for m in modules)
-    biased = {m.bias is not None for m in modules} if plain else {None}
-    if not plain or len(biased) != 1:
+    if not all(type(m) is nn.Linear for m in modules) or len({m.bias is None for m in modules}) != 1:
         return lambda x: torch.cat([m(x) for m in modules], -1)
     weight = torch.cat([m.weight.detach() for m in modules])
-    bias = torch.cat([m.bias.detach() for m in modules]) if biased == {True} else None
+    bias = None if modules[0].bias is None else torch.cat([m.bias.detach() for m in modules])
     row = 0
     for m in modules:
         n = m.weight.shape[0]

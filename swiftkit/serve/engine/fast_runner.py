@@ -21,11 +21,10 @@ def batch_buckets(max_batch: int) -> list[int]:
     return sorted({*(b for b in (1, 2, 4, 8, 16) if b < max_batch), *range(24, max_batch, 8), max_batch})
 
 
-def attention_splits(device: torch.device, rows: int, kv_heads: int) -> int:
-    """Sequence splits per (row, kv head) so that one decode step has about two programs per SM."""
-    if device.type != "cuda":
+def attention_splits(sms: int, rows: int, kv_heads: int) -> int:
+    """Sequence splits per (row, kv head) so that one decode step has about two programs per SM (sms=0: CPU)."""
+    if not sms:
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
     splits = max(1, (2 * sms) // (rows * kv_heads))
     return min(64, 1 << (splits.bit_length() - 1))
 
@@ -37,15 +36,16 @@ class FastRunner:
         self.max_model_len = max_model_len
         self.num_slots = num_slots
         # [3, max] host staging (ids, positions, slots), copied to the device in one transfer per step
-        pinned = self.device.type == "cuda"
-        self._host = torch.zeros(3, num_slots, dtype=torch.long, pin_memory=pinned)
+        on_cuda = self.device.type == "cuda"
+        self._sms = torch.cuda.get_device_properties(self.device).multi_processor_count if on_cuda else 0
+        self._host = torch.zeros(3, num_slots, dtype=torch.long, pin_memory=on_cuda)
         self._static = torch.zeros(3, num_slots, dtype=torch.long, device=self.device)
         # The host→device copy is asynchronous and reads the pinned buffer when it runs: the next step may
         # only rewrite the buffer once this event says the previous copy is done.
-        self._copied = torch.cuda.Event() if pinned else None
+        self._copied = torch.cuda.Event() if on_cuda else None
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.buckets = batch_buckets(num_slots)
-        if self.device.type == "cuda" and not enforce_eager:
+        if on_cuda and not enforce_eager:
             self._capture()
 
     def describe(self) -> str:
@@ -83,7 +83,7 @@ class FastRunner:
             graph.replay()
         else:
             logits = self.net.decode(static[0], static[1], static[2],
-                                     attention_splits(self.device, bucket, self.net.kv_heads))
+                                     attention_splits(self._sms, bucket, self.net.kv_heads))
         for r in requests:
             r.kv_end += 1
         return logits[:rows]
@@ -101,7 +101,7 @@ class FastRunner:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(stream):  # no autograd state kept alive by the graphs
             for bucket in reversed(self.buckets):
-                splits = attention_splits(self.device, bucket, self.net.kv_heads)
+                splits = attention_splits(self._sms, bucket, self.net.kv_heads)
                 args = (static[0, :bucket], static[1, :bucket], static[2, :bucket], splits)
                 self.net.decode(*args)  # warm-up: Triton compiles, cuBLAS picks its kernels
                 graph = torch.cuda.CUDAGraph()

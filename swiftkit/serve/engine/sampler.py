@@ -78,8 +78,8 @@ class Sampler:
             if req.generator is not None:
                 noise[b].exponential_(generator=req.generator)
         sampled = (probs / noise).argmax(-1)
-        picks = torch.where(torch.tensor(greedy, device=logits.device), logits.argmax(-1), sampled).tolist()
-        return picks  # one device→host transfer for the whole batch
+        # one device→host transfer for the whole batch
+        return torch.where(torch.tensor(greedy, device=logits.device), logits.argmax(-1), sampled).tolist()
 
     @staticmethod
     def _filter(scaled: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
