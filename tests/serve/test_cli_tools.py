@@ -27,6 +27,20 @@ def test_infer_writes_results_and_resumes(toy_model, tmp_path):
     assert "already" in again.stderr and len(out.read_text().splitlines()) == 3
 
 
+def test_infer_engine_flag_picks_the_runner_and_both_answer_alike(toy_model, tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "question": f"What is the larger of {a} and {b}?"}) + "\n"
+                            for i, (a, b) in enumerate([(12, 57), (88, 31), (40, 44), (9, 90)])))
+    answers = {}
+    for engine in ("fast", "plain"):
+        out = tmp_path / f"{engine}.jsonl"
+        proc = run_cli("infer", "--model", toy_model, "--data", data, "--output", out, "--max-tokens", "12",
+                       "--engine", engine, "--dtype", "float32", check=True)
+        assert f"engine {engine}" in " ".join(proc.stderr.split())  # the log names the runner actually used
+        answers[engine] = {r["id"]: r["response"] for r in map(json.loads, out.read_text().splitlines())}
+    assert answers["fast"] == answers["plain"] and len(answers["fast"]) == 4
+
+
 def test_infer_bad_row_is_one_line_error(toy_model, tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"nothing": 1}\n')

@@ -26,6 +26,7 @@ def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto",
     from swiftkit.serve.engine.fast_model import unsupported_reason
     from swiftkit.serve.engine.fast_runner import FastRunner
 
+    reason = "--engine plain"
     if engine in ("auto", "fast"):
         reason = "several LoRA adapters in one batch (PEFT's mixed-adapter forward)" if multi_adapter else unsupported_reason(model)
         if reason is None:
@@ -34,7 +35,7 @@ def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto",
             return runner
         if engine == "fast":
             raise SwiftkitError(f"--engine fast cannot run this model: {reason}", "use --engine auto or plain")
-        console.print(f"[bold]engine[/] plain transformers forward (fast path not used: {reason})")
+    console.print(f"[bold]engine[/] plain (the transformers forward; fast path not used: {reason})")
     return ModelRunner(model, num_slots, max_model_len, multi_adapter)
 
 
