@@ -29,10 +29,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from swiftkit.artifacts import read_manifest, resolve_model_ref  # noqa: E402
+from swiftkit.artifacts import read_manifest  # noqa: E402
 from swiftkit.eval.config import EvalConfig  # noqa: E402
 from swiftkit.eval.evaluate import run  # noqa: E402
 from swiftkit.loading import tokenizer_dir  # noqa: E402
+from swiftkit.resolve import resolve_model_ref  # noqa: E402
 
 TOLERANCE = 1e-4
 WRONG_TEMPLATE = (  # Llama-2 style: a plausible template, just not the one this model was trained with

@@ -1,5 +1,8 @@
 """Artifact directories, their `swiftkit.json` manifest, atomic writes and model references.
 
+Turning a `--model` string into a ModelRef lives in swiftkit.resolve, above both this module and
+swiftkit.hub, so imports only flow one way.
+
 Every stage writes one directory; the manifest is written last and the directory is renamed into
 place only when complete, so a killed stage never leaves something that looks finished. Model
 artifacts are never modified after they are written (eval results are artifacts of their own).
@@ -173,43 +176,6 @@ class ModelRef:
     @property
     def is_quantized(self) -> bool:
         return bool(self.manifest and self.manifest.quantization)
-
-
-def resolve_model_ref(ref: str | Path) -> ModelRef:
-    """Turn any model reference (artifact dir, HF-format dir, hub id) into a ModelRef."""
-    text = str(ref)
-    path = Path(text).expanduser()
-    if not path.exists():
-        if HUB_ID.match(text) and not text.startswith((".", "/", "~")):
-            path = _fetch_from_hub(text)
-        else:
-            raise ArtifactError(f"model not found: {text}", "give an artifact dir, a local HF model dir, or a hub id like org/name")
-    path = path.resolve()
-    if not path.is_dir():
-        raise ArtifactError(f"model reference is not a directory: {path}")
-    manifest = read_manifest(path)
-    if manifest is None:
-        if not (path / "config.json").is_file():
-            raise ArtifactError(f"{path} is neither a swiftkit artifact nor a Hugging Face model directory (no config.json)")
-        return ModelRef(text, path, None, path)
-    if manifest.kind == "eval":
-        raise ArtifactError(f"{path} is an evaluation artifact, not a model", f"use the model it scored: {manifest.target}")
-    if manifest.kind == "adapter":
-        if not manifest.base_model:
-            raise ArtifactError(f"adapter artifact {path} does not record its base_model")
-        base = resolve_model_ref(manifest.base_model)
-        chain = [Path(p) for p in manifest.adapter_chain]
-        for adapter in chain:
-            if read_manifest(adapter) is None:
-                raise ArtifactError(f"adapter chain of {path} points at a missing artifact: {adapter}")
-        return ModelRef(text, path, manifest, base.base_path, [*base.adapters, *chain, path])
-    return ModelRef(text, path, manifest, path)
-
-
-def _fetch_from_hub(ref: str) -> Path:
-    from swiftkit.hub import ensure_local  # lazy: hub clients are slow to import
-
-    return ensure_local(ref)
 
 
 def lineage(ref: str | Path) -> list[tuple[Path, Manifest | None]]:

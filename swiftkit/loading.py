@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from swiftkit.artifacts import ModelRef, ServingInfo, resolve_model_ref
+from swiftkit.artifacts import ModelRef, ServingInfo
 from swiftkit.errors import ArtifactError
+from swiftkit.resolve import resolve_model_ref
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 

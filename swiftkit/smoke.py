@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 from pydantic import Field
 
-from swiftkit.artifacts import resolve_model_ref
 from swiftkit.config import CommandConfig
 from swiftkit.console import summary
 from swiftkit.errors import SwiftkitError
+from swiftkit.resolve import resolve_model_ref
 
 
 class SmokeConfig(CommandConfig):

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from swiftkit.artifacts import Manifest, artifact_writer, read_manifest, resolve_model_ref, write_manifest
+from swiftkit.artifacts import Manifest, artifact_writer, read_manifest, write_manifest
 from swiftkit.errors import ArtifactError
+from swiftkit.resolve import resolve_model_ref
 
 
 def test_failed_stage_leaves_nothing_complete(tmp_path):

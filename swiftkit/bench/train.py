@@ -61,9 +61,9 @@ def alpaca_lengths() -> list[int]:
 
 def data_lengths(specs: list[str], tokenizer_ref: str, max_length: int, seed: int) -> list[int]:
     """Token lengths of --data rendered with the tokenizer's chat template (rows over max_length skipped)."""
-    from swiftkit.artifacts import resolve_model_ref
     from swiftkit.data.dataset import drop_overlength, load_training_data
     from swiftkit.loading import load_tokenizer
+    from swiftkit.resolve import resolve_model_ref
 
     tokenizer = load_tokenizer(resolve_model_ref(tokenizer_ref))
     if not tokenizer.chat_template:

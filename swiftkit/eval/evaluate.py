@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftkit.artifacts import ModelRef, artifact_writer, default_output, lineage, resolve_model_ref
+from swiftkit.artifacts import ModelRef, artifact_writer, default_output, lineage
 from swiftkit.console import console, summary
 from swiftkit.errors import ArtifactError, SwiftkitError
 from swiftkit.eval.config import EvalConfig, parse_thresholds
 from swiftkit.eval.report import check_thresholds, print_table, scores_of, side_by_side, write_eval_artifact
 from swiftkit.eval.tasks import TaskPlan, plan_tasks
+from swiftkit.resolve import resolve_model_ref
 
 
 @dataclass

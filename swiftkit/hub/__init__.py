@@ -1,6 +1,6 @@
 """Model transfer with the Hugging Face hub and ModelScope: download, push, the local model cache.
 
-`ensure_local` is what `--model org/name[@rev]` resolves through (swiftkit.artifacts).
+`ensure_local` is what `--model org/name[@rev]` resolves through (swiftkit.resolve).
 """
 
 from __future__ import annotations

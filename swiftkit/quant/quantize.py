@@ -22,12 +22,12 @@ from swiftkit.artifacts import (
     ModelRef,
     artifact_writer,
     default_output,
-    resolve_model_ref,
     write_manifest,
 )
 from swiftkit.console import console, summary
 from swiftkit.errors import ArtifactError, SwiftkitError
 from swiftkit.quant.config import QuantizeConfig
+from swiftkit.resolve import resolve_model_ref
 
 # Libraries each method needs at quantization time and for transformers to reload the result.
 REQUIRED = {

@@ -44,7 +44,7 @@ def load_embedder(ref: str | None, served) -> Embedder:
         return Embedder(served.model, served.tokenizer, served.name, served.max_model_len, decoder_of_causal_lm=True)
     from transformers import AutoModel, AutoTokenizer
 
-    from swiftkit.artifacts import resolve_model_ref
+    from swiftkit.resolve import resolve_model_ref
 
     mref = resolve_model_ref(ref)
     model = AutoModel.from_pretrained(mref.base_path).eval()

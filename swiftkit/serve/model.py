@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swiftkit.artifacts import ModelRef, read_manifest, resolve_model_ref
+from swiftkit.artifacts import ModelRef, read_manifest
 from swiftkit.console import console
 from swiftkit.errors import ArtifactError, SwiftkitError
+from swiftkit.resolve import resolve_model_ref
 from swiftkit.serve.config import EngineConfig
 
 DEFAULT_MAX_LEN = 4096

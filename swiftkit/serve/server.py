@@ -65,7 +65,7 @@ def embedding_info(ref: str | None, served) -> EmbeddingInfo:
         return EmbeddingInfo(served.tokenizer, served.name, served.max_model_len)
     from transformers import AutoConfig, AutoTokenizer
 
-    from swiftkit.artifacts import resolve_model_ref
+    from swiftkit.resolve import resolve_model_ref
 
     path = resolve_model_ref(ref).base_path
     max_len = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 512)

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from swiftkit.artifacts import Manifest, partial_dir, resolve_model_ref, write_manifest
+from swiftkit.artifacts import Manifest, partial_dir, write_manifest
 from swiftkit.console import summary
 from swiftkit.errors import SwiftkitError
+from swiftkit.resolve import resolve_model_ref
 from swiftkit.train import common, launch
 from swiftkit.train.config import DPOConfig
 

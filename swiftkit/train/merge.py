@@ -17,11 +17,11 @@ from swiftkit.artifacts import (
     artifact_writer,
     default_output,
     read_manifest,
-    resolve_model_ref,
     write_manifest,
 )
 from swiftkit.console import console, summary
 from swiftkit.errors import SwiftkitError
+from swiftkit.resolve import resolve_model_ref
 from swiftkit.train.config import MergeConfig
 
 # Probe texts for the equivalence check: chat-formatted and plain, different lengths (padding exercised).

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from swiftkit.artifacts import Manifest, partial_dir, resolve_model_ref, write_manifest
+from swiftkit.artifacts import Manifest, partial_dir, write_manifest
 from swiftkit.console import console, summary
 from swiftkit.data.dataset import (
     has_generation_markers,
 )
+from swiftkit.resolve import resolve_model_ref
 from swiftkit.train import common, launch, packing
 from swiftkit.train.config import SFTConfig
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, run_cli
 
-RESOLVE = "from swiftkit.artifacts import resolve_model_ref; print(resolve_model_ref({ref!r}).path)"
+RESOLVE = "from swiftkit.resolve import resolve_model_ref; print(resolve_model_ref({ref!r}).path)"
 
 
 def _resolve(ref: str, env: dict) -> subprocess.CompletedProcess:
