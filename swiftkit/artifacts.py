@@ -147,6 +147,22 @@ def artifact_writer(output: str | Path, overwrite: bool = False, keep_partial: b
     os.replace(tmp, final)
 
 
+def keep_failed(tmp: Path, output: str | Path, report: dict) -> Path:
+    """Move a written-but-failed artifact aside as `<output>.failed/` with its report and no manifest.
+
+    Call inside `artifact_writer` before raising: the user can inspect what was made, and nothing
+    at `output` (or carrying a manifest) looks like a finished artifact.
+    """
+    output = Path(output).resolve()
+    failed = output.parent / f"{output.name}.failed"
+    (tmp / MANIFEST).unlink(missing_ok=True)
+    (tmp / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
+    if failed.exists():
+        shutil.rmtree(failed)
+    os.replace(tmp, failed)
+    return failed
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -23,9 +23,9 @@ FORMATS = {"gptq": "gptq", "awq": "awq-gemm", "bnb-nf4": "bitsandbytes", "bnb-in
 class QuantizeConfig(ModelStageConfig):
     method: Method = Field("gptq", description="gptq, awq (both through GPTQModel), bnb-nf4 or bnb-int8 (bitsandbytes).")
     bits: int | None = Field(None, description="Weight bits (default: 4; gptq also takes 8; bnb-int8 is 8).")
-    group_size: int = Field(
-        128,
-        description="Weights per group (gptq/awq; -1: one per row); must divide each layer's input width.",
+    group_size: int | None = Field(
+        None,
+        description="Weights per group (gptq/awq; -1: one per row; default: largest of 128/64/32 dividing every input width).",
     )
     format: Literal["auto", "gptq", "awq-gemm", "bitsandbytes", "compressed-tensors"] = Field(
         "auto",
@@ -64,7 +64,7 @@ class QuantizeConfig(ModelStageConfig):
         if self.bits not in BITS[self.method]:
             allowed = ", ".join(map(str, BITS[self.method]))
             raise SwiftkitError(f"--method {self.method} does not support --bits {self.bits}", f"use --bits {allowed}")
-        if self.group_size == 0 or self.group_size < -1:
+        if self.group_size is not None and (self.group_size == 0 or self.group_size < -1):
             raise SwiftkitError(
                 f"--group-size {self.group_size} is invalid",
                 "use a positive size such as 128, or -1 for per-row scales",

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +20,7 @@ from swiftkit.artifacts import (
     ModelRef,
     artifact_writer,
     default_output,
+    keep_failed,
     write_manifest,
 )
 from swiftkit.console import console, summary
@@ -69,6 +68,7 @@ def run(cfg: QuantizeConfig) -> Path:
     # Everything that can refuse the request runs before the weights are loaded.
     skeleton = _skeleton(ref, cfg.trust_remote_code)
     modules = _quantizable_linears(skeleton)
+    auto_group = cfg.group_size is None
     _check_model(cfg, skeleton, modules)
     max_positions = getattr(skeleton.config, "max_position_embeddings", None) or cfg.max_length
     texts = build_text_set(
@@ -125,7 +125,7 @@ def run(cfg: QuantizeConfig) -> Path:
             }
             verification = check.as_dict() | sizes
             if not check.passed:
-                failed = _keep_failed(tmp, output, verification)
+                failed = keep_failed(tmp, output, verification)
                 raise VerificationFailed(
                     f"{cfg.method} checkpoint failed verification: {'; '.join(check.failures)}",
                     f"nothing was written to {output}; the checkpoint and report are in {failed}",
@@ -135,6 +135,7 @@ def run(cfg: QuantizeConfig) -> Path:
                 "method": cfg.method,
                 "bits": cfg.bits,
                 "group_size": cfg.group_size if cfg.method in ("gptq", "awq") else None,
+                "group_size_chosen": "auto (largest of 128/64/32 dividing every width)" if auto_group else "given",
                 "format": cfg.format,
                 "calibration": texts.manifest_entry(used=cfg.method in ("gptq", "awq")),
                 "verification": verification,
@@ -216,12 +217,27 @@ def _check_architecture(model_type: str) -> None:
         raise SwiftkitError(f"GPTQModel does not support the {model_type!r} architecture", "try --method bnb-nf4 or bnb-int8")
 
 
+# Group sizes tried, largest first, when --group-size is not given: real models have widths such as
+# 576 (SmolLM2) or 2880 that 128 does not divide, and smaller groups only cost a little more space.
+AUTO_GROUP_SIZES = (128, 64, 32)
+
+
 def _check_model(cfg: QuantizeConfig, model, modules: list[str]) -> None:
-    """Refuse layer shapes the method cannot quantize (adapters never change them)."""
+    """Refuse layer shapes the method cannot quantize (adapters never change them); pick the default group size."""
     if not modules:
         raise SwiftkitError(f"found no decoder Linear layers to quantize in {type(model).__name__}")
-    if cfg.method in ("gptq", "awq") and cfg.group_size > 0:
-        widths = {model.get_submodule(name).in_features: name for name in modules}
+    if cfg.method not in ("gptq", "awq"):
+        return
+    widths = {model.get_submodule(name).in_features: name for name in modules}
+    if cfg.group_size is None:
+        fitting = [g for g in AUTO_GROUP_SIZES if all(w % g == 0 for w in widths)]
+        if not fitting:
+            raise SwiftkitError(
+                f"none of the group sizes {AUTO_GROUP_SIZES} divides every input width {sorted(widths)}",
+                "pass --group-size -1 (one group per row) or a size that divides them",
+            )
+        cfg.group_size = fitting[0]
+    elif cfg.group_size > 0:
         bad = {w: n for w, n in widths.items() if w % cfg.group_size}
         if bad:
             width, name = next(iter(bad.items()))
@@ -262,16 +278,6 @@ def _quantize(cfg: QuantizeConfig, source: Path, output: Path, samples: list[lis
     from swiftkit.quant import bnb
 
     return bnb.quantize(source, output, cfg.method, probe, dtype, cfg.double_quant, cfg.trust_remote_code)
-
-
-def _keep_failed(tmp: Path, output: Path, report: dict) -> Path:
-    """Move a failed checkpoint aside with its report (no manifest: not mistaken for an artifact)."""
-    failed = output.resolve().parent / f"{output.resolve().name}.failed"
-    (tmp / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
-    if failed.exists():
-        shutil.rmtree(failed)
-    os.replace(tmp, failed)
-    return failed
 
 
 def _versions() -> dict[str, str]:
