@@ -144,6 +144,15 @@ def _register() -> None:
         "swiftkit.quant.quantize:run",
         "Quantize a model (GPTQ, AWQ, bitsandbytes) and verify the written checkpoint.",
     )
+    from swiftkit.gguf.config import ExportConfig, ImportConfig
+
+    stage_command("import", ImportConfig, "swiftkit.gguf.importer:run", "Import a .gguf file as a safetensors model artifact.")
+    stage_command(
+        "export",
+        ExportConfig,
+        "swiftkit.gguf.export:run",
+        "Export a model to GGUF (llama.cpp quant types) or Ollama, verified in llama.cpp against transformers.",
+    )
     stage_command("info", InfoConfig, "swiftkit.info:run", "Show an artifact's lineage back to the base model, with eval results.")
     stage_command(
         "eval",

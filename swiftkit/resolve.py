@@ -44,6 +44,13 @@ def _resolve(text: str, seen: tuple[Path, ...]) -> ModelRef:
         return ModelRef(text, path, None, path)
     if manifest.kind == "eval":
         raise ArtifactError(f"{path} is an evaluation artifact, not a model", f"use the model it scored: {manifest.target}")
+    if manifest.kind == "export":
+        ggufs = sorted(path.glob("*.gguf"))
+        raise ArtifactError(
+            f"{path} is a GGUF export, not a transformers model",
+            f"use the model it was exported from ({manifest.parents[0] if manifest.parents else '?'})"
+            + (f" or one of its files, e.g. {ggufs[0]}" if ggufs else ""),
+        )
     if manifest.kind == "adapter":
         if not manifest.base_model:
             raise ArtifactError(f"adapter artifact {path} does not record its base_model")

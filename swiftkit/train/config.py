@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from swiftkit.config import CommandConfig, StageConfig
 
@@ -14,7 +14,7 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 class ModelOptions(CommandConfig):
     """Fields shared by every command that reads a model."""
 
-    model: str = Field(..., description="Model reference: artifact dir, HF model dir, or hub id.")
+    model: str = Field(..., description="Model reference: artifact dir, HF model dir, .gguf file, or hub id.")
     dtype: Dtype = Field("auto", description="Weights dtype (auto: bfloat16 on GPU, float32 on CPU).")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the model repo.")
     seed: int = Field(42, description="Random seed.")
@@ -30,45 +30,59 @@ class TrainConfig(ModelStageConfig):
     data: list[str] = Field(..., description="Data: .jsonl/.json/.csv/.parquet file or dataset id (hf:/ms:); SRC#N takes N rows.")
     columns: list[str] = Field(default_factory=list, description="Column map OURS=THEIRS (prompt=question).")
     template: str | None = Field(None, description="Chat template (file or Jinja text) to use instead.")
-    max_length: int = Field(1024, description="Max tokens per example; longer rows are skipped (counted).")
+    max_length: int = Field(1024, ge=1, description="Max tokens per example; longer rows are skipped (counted).")
     method: Literal["lora", "qlora", "full"] = Field("lora", description="lora, qlora (4-bit NF4) or full.")
-    lr: float = Field(2e-4, description="Peak learning rate.")
-    epochs: float = Field(1.0, description="Training epochs (ignored when --max-steps > 0).")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use --epochs).")
-    batch_size: int = Field(4, description="Per-device batch size.")
-    grad_accum: int = Field(1, description="Gradient accumulation steps.")
-    warmup_ratio: float = Field(0.0, description="Fraction of steps for LR warm-up.")
-    lora_r: int = Field(16, description="LoRA rank.")
-    lora_alpha: int = Field(32, description="LoRA alpha.")
-    lora_dropout: float = Field(0.0, description="LoRA dropout.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(1.0, ge=0, description="Training epochs (ignored when --max-steps > 0).")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: use --epochs).")
+    batch_size: int = Field(4, ge=1, description="Per-device batch size.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps for LR warm-up.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
     lora_targets: list[str] = Field(default_factory=lambda: ["all-linear"], description="LoRA target modules (all-linear, or names).")
-    eval_split: float = Field(0.05, description="Fraction of rows held out for evaluation (0 disables).")
+    eval_split: float = Field(0.05, ge=0, lt=1, description="Fraction of rows held out for evaluation (0 disables).")
     eval_data: list[str] = Field(default_factory=list, description="Held-out data (as --data); replaces --eval-split.")
-    eval_steps: int = Field(0, description="Evaluate every N steps (0: at the end only).")
-    save_steps: int = Field(0, description="Checkpoint every N steps (0: no intermediate checkpoints).")
-    logging_steps: int = Field(5, description="Log every N steps.")
+    eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: at the end only).")
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: no intermediate checkpoints).")
+    logging_steps: int = Field(5, ge=1, description="Log every N steps.")
     report_to: list[str] = Field(default_factory=list, description="Also report to: tensorboard, wandb, ...")
-    resume: bool = Field(False, description="Continue an interrupted run at --output from its checkpoint.")
-    nproc: int = Field(1, description="Processes to launch through torchrun (GPUs, or CPU processes).")
+    resume: bool = Field(False, description="Continue an interrupted run at --output from its last complete checkpoint.")
+    force: bool = Field(
+        False, description="With --resume: continue although the config or data differ from the interrupted run's (both recorded)."
+    )
+    nproc: int = Field(1, ge=1, description="Processes to launch through torchrun (GPUs, or CPU processes).")
     distributed: Literal["ddp", "fsdp", "deepspeed"] = Field(
         "ddp", description="Multi-process strategy (fsdp / deepspeed ZeRO-3: full fine-tuning only)."
     )
 
+    @field_validator("max_steps")
+    @classmethod
+    def _something_to_train(cls, max_steps: int, info: ValidationInfo) -> int:
+        # Fields validate in order, so --epochs is known here; 0 steps would write a complete-looking,
+        # untrained artifact.
+        if max_steps <= 0 and info.data.get("epochs", 1.0) <= 0:
+            raise ValueError("nothing to train: give --max-steps > 0 or --epochs > 0")
+        return max_steps
+
 
 class SFTConfig(TrainConfig):
     batch_size: int | None = Field(
-        None, description="Per-device batch: rows, or packed bins of --max-length tokens (default 4; packed on CUDA: 8192 tokens a step)."
+        None,
+        ge=1,
+        description="Per-device batch: rows, or packed bins of --max-length tokens (default 4; packed on CUDA: 8192 tokens a step).",
     )
     packing: bool | None = Field(None, description="Pack rows padding-free with isolated attention (default: on with CUDA).")
     assistant_only_loss: bool = Field(True, description="Loss only on assistant tokens.")
 
 
 class DPOConfig(TrainConfig):
-    lr: float = Field(5e-5, description="Peak learning rate.")
-    beta: float = Field(0.1, description="DPO beta (strength of the KL anchor to the reference).")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    beta: float = Field(0.1, gt=0, description="DPO beta (strength of the KL anchor to the reference).")
     loss_type: str = Field("sigmoid", description="TRL loss: sigmoid (DPO), ipo, hinge, apo_zero, ...; sum with +, e.g. sigmoid+sft.")
 
 
 class MergeConfig(ModelStageConfig):
     dequantize: bool = Field(False, description="Allow merging into a quantized base by dequantizing it.")
-    tolerance: float = Field(1e-3, description="Max allowed |merged - (base+adapter)| logit difference.")
+    tolerance: float = Field(1e-3, ge=0, description="Max allowed |merged - (base+adapter)| logit difference.")
