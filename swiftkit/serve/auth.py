@@ -11,8 +11,12 @@ def needs_key(path: str) -> bool:
     return not path.startswith(OPEN_PATHS)
 
 
-def key_ok(expected: str, authorization: str | None) -> bool:
-    """Constant-time comparison of the bearer token (the OpenAI SDKs send `Bearer KEY`)."""
-    if not authorization or not authorization.startswith("Bearer "):
+def key_ok(expected: str, authorization: bytes | None) -> bool:
+    """Constant-time comparison of the bearer token (the OpenAI SDKs send `Bearer KEY`).
+
+    Compared as bytes: HTTP carries header values as bytes, and a non-ASCII key arrives as its UTF-8
+    (decoding the header as latin-1 and encoding the key as UTF-8 could never match).
+    """
+    if not authorization or not authorization.startswith(b"Bearer "):
         return False
-    return hmac.compare_digest(authorization[len("Bearer "):].strip().encode(), expected.encode())
+    return hmac.compare_digest(authorization[len(b"Bearer "):].strip(), expected.encode("utf-8"))

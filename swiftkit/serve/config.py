@@ -46,6 +46,20 @@ class ServeConfig(EngineConfig):
     )
     drain_timeout: float = Field(30.0, description="On SIGTERM, seconds to let in-flight requests finish (new ones get 503).")
     log_requests: bool = Field(False, description="Log every HTTP request (uvicorn access log).")
+    # Request size limits: each bounds what one request can cost everyone else (docs/serve.md, "Limits").
+    max_request_bytes: int = Field(8 * 2**20, ge=1, description="Largest request body in bytes (413 beyond).")
+    max_stop: int = Field(16, ge=0, description="Most `stop` strings in one request.")
+    max_stop_chars: int = Field(256, ge=1, description="Longest `stop` string, in characters.")
+    max_schema_bytes: int = Field(
+        65536, ge=1, description="Largest `response_format` JSON schema, and largest `tools` list, as JSON bytes.",
+    )
+    max_logit_bias: int = Field(1024, ge=0, description="Most `logit_bias` entries in one request.")
+    max_request_tokens: int = Field(
+        262144, ge=1, description="Most tokens one request may ask for: n x max_tokens, summed over its prompts.",
+    )
+    tokenizer_threads: int = Field(
+        2, ge=1, description="Threads that tokenize prompts and compile grammars, off the event loop.",
+    )
 
 
 class InferConfig(EngineConfig):

@@ -65,9 +65,42 @@ class GrammarFactory:
         return matcher
 
 
+# JSON Schema keywords whose value is one schema, a list of schemas, or a map of names to schemas.
+_SUBSCHEMA = ("items", "additionalItems", "contains", "not", "if", "then", "else", "additionalProperties",
+              "propertyNames", "unevaluatedItems", "unevaluatedProperties")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems", "items")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def strict_objects(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` on every object schema that lists `properties` but
+    says nothing about others (an explicit value, `true` included, is kept).
+
+    Why: JSON Schema lets undeclared keys through by default, and pydantic-generated tool schemas
+    leave the keyword out, so a small model filled calls with invented keys instead of the declared
+    ones. OpenAI's strict mode requires false, and vLLM's default backend assumes it.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("properties"), dict) and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    for key in _SUBSCHEMA:
+        if isinstance(out.get(key), dict):
+            out[key] = strict_objects(out[key])
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [strict_objects(s) for s in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: strict_objects(s) for name, s in out[key].items()}
+    return out
+
+
 def tool_schema(tools: list[dict], named: str | None, parallel: bool = True) -> dict:
     """The JSON a forced tool call must be: the named function's arguments, or a list of calls."""
-    params = {t["function"]["name"]: t["function"].get("parameters") or {"type": "object"} for t in tools}
+    params = {t["function"]["name"]: strict_objects(t["function"].get("parameters") or {"type": "object"})
+              for t in tools}
     if named is not None:
         return params[named]
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from swiftkit.console import console
@@ -39,13 +40,45 @@ class Overloaded(BadRequest):
     type = "rate_limit_error"
 
 
+class TooLarge(BadRequest):
+    status = 413
+
+
 class Unavailable(BadRequest):
     status = 503
     type = "service_unavailable"
 
 
+class ClientGone(BadRequest):
+    """The client disconnected before its response: nothing is sent, metrics count it as 499 (nginx's code)."""
+
+    status = 499
+
+
+# Every status the API answers with besides 200, with its meaning (the OpenAPI document lists them).
+ERROR_STATUSES = {
+    400: "Invalid request (a field, a prompt longer than the context, a size limit)",
+    401: "Missing or invalid API key",
+    404: "Unknown model or route",
+    413: "Request body larger than --max-request-bytes",
+    429: "Request queue full",
+    503: "Shutting down, or the engine process died",
+}
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | int | None = None) -> dict:
+    # A message may quote client text; JSON responses are UTF-8, so no lone surrogate may survive in it.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def validation_response(errors: list) -> JSONResponse:
+    """The first pydantic error as a 400 naming the field (`param` is its dotted path)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    return JSONResponse(error_body(message, "invalid_request_error", param), status_code=400)
 
 
 def error_response(exc: SwiftkitError) -> JSONResponse:
@@ -61,16 +94,19 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        message = f"{param}: {first['msg']}" if param else str(first["msg"])
-        return JSONResponse(error_body(message, "invalid_request_error", param), status_code=400)
+        return validation_response(exc.errors())
+
+    @app.exception_handler(ValidationError)
+    async def _inner_validation(_: Request, exc: ValidationError) -> JSONResponse:
+        # A handler that builds a request model from client data (/tokenize's messages, /v1/responses'
+        # input items) raises this: still the client's mistake.
+        return validation_response(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), type_), status_code=exc.status_code)
+        # keep the exception's headers: a 405 must say which methods are allowed (Allow)
+        return JSONResponse(error_body(str(exc.detail), type_), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:

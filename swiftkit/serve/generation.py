@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from swiftkit.serve.engine.request import RequestOutput, SamplingParams, TokenLogprob
-from swiftkit.serve.errors import BadRequest, Overloaded
+from swiftkit.serve.errors import BadRequest, ClientGone, Overloaded
 from swiftkit.serve.protocol import ChatCompletionRequest, SamplingFields
 
 
@@ -39,6 +40,34 @@ def check_prompt(prompt_ids: list[int], max_model_len: int, param: str) -> None:
             f"the prompt is {len(prompt_ids)} tokens, but this model's context is {max_model_len} tokens "
             "(prompt plus at least one generated token)", param=param, code="context_length_exceeded",
         )
+
+
+def check_limits(body: SamplingFields, limits) -> None:
+    """The size limits of `swiftkit serve`'s flags (`limits`: its ServeConfig) that one request's fields must meet."""
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stop) > limits.max_stop:
+        raise BadRequest(f"at most {limits.max_stop} stop sequences (--max-stop), got {len(stop)}", param="stop")
+    if any(len(s) > limits.max_stop_chars for s in stop):
+        raise BadRequest(f"a stop sequence is longer than {limits.max_stop_chars} characters (--max-stop-chars)",
+                         param="stop")
+    if body.logit_bias and len(body.logit_bias) > limits.max_logit_bias:
+        raise BadRequest(f"at most {limits.max_logit_bias} logit_bias entries (--max-logit-bias), "
+                         f"got {len(body.logit_bias)}", param="logit_bias")
+
+
+def check_json_size(value: Any, limits, param: str) -> None:
+    """Schemas and tool lists are compiled into grammars and rendered into prompts: bound their size."""
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > limits.max_schema_bytes:
+        raise BadRequest(f"{param} is {size} bytes of JSON, more than {limits.max_schema_bytes} (--max-schema-bytes)",
+                         param=param)
+
+
+def check_request_tokens(params: list[SamplingParams], limits) -> None:
+    total = sum(p.max_tokens for p in params)
+    if total > limits.max_request_tokens:
+        raise BadRequest(f"this request asks for up to {total} tokens (n x max_tokens, over all prompts), more than "
+                         f"{limits.max_request_tokens} (--max-request-tokens); lower max_tokens or n", param="max_tokens")
 
 
 def sampling_params(body: SamplingFields, prompt_len: int, max_model_len: int, max_tokens: int | None,
@@ -168,7 +197,7 @@ async def until_disconnect(request, coro):
                 return task.result()
             if await request.is_disconnected():
                 task.cancel()
-                raise asyncio.CancelledError
+                raise ClientGone("the client disconnected")
     finally:
         if not task.done():
             task.cancel()

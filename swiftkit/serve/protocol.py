@@ -2,16 +2,24 @@
 
 Requests are validated here at the edge (a bad field is a 400 naming it); handlers never read raw
 dicts. Unknown request fields are ignored, as OpenAI-compatible servers commonly do, so clients that
-send newer fields keep working.
+send newer fields keep working. Every number is bounded to what the engine represents (token counts
+fit an int32, seeds an int64, floats are finite), so no value can fail inside a shared decode step.
+Size limits that depend on the server's flags (stop strings, schemas, body size) are checked by the
+handlers (generation.check_limits).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+INT32_MAX = 2**31 - 1  # token counts and ids
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # seeds (torch generators take 64 bits)
+TOKEN_ID = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 
 
 def new_id(prefix: str) -> str:
@@ -19,7 +27,44 @@ def new_id(prefix: str) -> str:
 
 
 class Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    # JSON parsing accepts NaN, Infinity and 1e400 (= inf): none is a usable sampling value.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
+
+
+def lone_surrogate_at(data: Any) -> str | None:
+    """The path of the first string holding a lone surrogate ("\\ud800" in JSON), or None.
+
+    JSON allows such escapes, Python keeps them, but they are not Unicode: tokenizers and UTF-8
+    encoding raise on them deep inside a handler. Walked iteratively (JSON can nest deeply).
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return path or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((path, key))
+                stack.append((f"{path}.{key}" if path else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+    return None
+
+
+class RequestBody(Lenient):
+    """A top-level request body: refused whole if any string in it is not valid Unicode."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        path = lone_surrogate_at(data)
+        if path is not None:
+            raise ValueError(f"{path}: the string holds a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode")
+        return data
 
 
 # ---------------------------------------------------------------- shared request pieces
@@ -55,43 +100,36 @@ class NamedToolChoice(Lenient):
     function: dict[str, str]
 
 
-class SamplingFields(Lenient):
+class SamplingFields(RequestBody):
     """Fields /v1/chat/completions and /v1/completions share (OpenAI's plus vLLM's extras)."""
 
     model: str
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # vLLM extras
-    top_k: int | None = Field(None, ge=-1)
+    top_k: int | None = Field(None, ge=-1, le=INT32_MAX)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(None, gt=0.0)
-    min_tokens: int = Field(0, ge=0)
+    min_tokens: int = Field(0, ge=0, le=INT32_MAX)
     ignore_eos: bool = False
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list) and len(v) > 16:
-            raise ValueError("at most 16 stop sequences")
-        return v
 
     @field_validator("logit_bias")
     @classmethod
     def _bias_keys(cls, v: dict[str, float] | None) -> dict[str, float] | None:
         for key, value in (v or {}).items():
-            if not key.lstrip("-").isdigit():
+            if not TOKEN_ID.fullmatch(key):
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
             if not -100 <= value <= 100:
                 raise ValueError("logit_bias values must be in [-100, 100]")
@@ -133,7 +171,7 @@ class ChatMessage(Lenient):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
@@ -237,7 +275,7 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=20)
     suffix: str | None = None
-    best_of: int | None = None
+    best_of: int | None = Field(None, ge=1, le=16)
 
     @field_validator("prompt")
     @classmethod
@@ -272,11 +310,11 @@ class CompletionResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- embeddings, models, tokenize
-class EmbeddingRequest(Lenient):
+class EmbeddingRequest(RequestBody):
     model: str
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: int | None = Field(None, ge=1, le=INT32_MAX)
 
 
 class EmbeddingData(BaseModel):
@@ -307,10 +345,10 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class TokenizeRequest(Lenient):
+class TokenizeRequest(RequestBody):
     model: str | None = None
     prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
     add_special_tokens: bool = True
     add_generation_prompt: bool = True
 
@@ -327,7 +365,7 @@ class TokenizeResponse(BaseModel):
     tokens: list[int]
 
 
-class DetokenizeRequest(Lenient):
+class DetokenizeRequest(RequestBody):
     model: str | None = None
     tokens: list[int]
 
@@ -345,16 +383,23 @@ class ResponsesFunctionTool(Lenient):
     strict: bool | None = None
 
 
-class ResponsesRequest(Lenient):
+class ResponsesRequest(RequestBody):
     model: str
     input: str | list[dict[str, Any]]
     instructions: str | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stream: bool = False
     tools: list[ResponsesFunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool = True
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     metadata: dict[str, Any] | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _items(cls, v: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(v, list) and not v:
+            raise ValueError("input must not be an empty list")
+        return v

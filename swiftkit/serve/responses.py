@@ -26,17 +26,24 @@ def to_chat(body: ResponsesRequest) -> ChatCompletionRequest:
     if isinstance(body.input, str):
         messages.append({"role": "user", "content": body.input})
     else:
-        for item in body.input:
+        for i, item in enumerate(body.input):
             kind = item.get("type", "message")
             if kind == "message" or ("role" in item and kind not in ("function_call", "function_call_output")):
                 content = item.get("content", "")
                 if isinstance(content, list):
-                    content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+                    if not all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
+                        raise BadRequest("content parts are objects with a `text` string", param=f"input.{i}.content")
+                    content = "".join(p.get("text", "") for p in content)
                 messages.append({"role": item.get("role", "user"), "content": content})
             elif kind == "function_call":
+                name, arguments = item.get("name"), item.get("arguments", "{}")
+                if not isinstance(name, str) or not name:
+                    raise BadRequest("a function_call item needs a `name` string", param=f"input.{i}.name")
+                if not isinstance(arguments, str):
+                    raise BadRequest("a function_call item's `arguments` is a JSON string", param=f"input.{i}.arguments")
                 messages.append({"role": "assistant", "content": "", "tool_calls": [
                     {"id": item.get("call_id", new_id("call")), "type": "function",
-                     "function": {"name": item["name"], "arguments": item.get("arguments", "{}")}}]})
+                     "function": {"name": name, "arguments": arguments}}]})
             elif kind == "function_call_output":
                 messages.append({"role": "tool", "content": str(item.get("output", "")), "tool_call_id": item.get("call_id")})
             else:
@@ -78,7 +85,7 @@ def install_responses(app: FastAPI, state) -> None:
 
     @app.post("/v1/responses")
     async def responses(body: ResponsesRequest, request: Request):
-        plan = plan_chat(state, to_chat(body))
+        plan = await plan_chat(state, to_chat(body))
         rid = new_id("resp")
         if body.stream:
             return streaming(_stream(state, plan, body, rid))

@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from swiftkit.console import console, summary
@@ -46,8 +47,9 @@ def build_state(cfg: ServeConfig):
     return ServerState(
         served=served, engine=engine, metrics=metrics,
         grammar=GrammarFactory(served.tokenizer, served.vocab_size, served.eos_ids),
-        tool_format=tool_parser_for(served.chat_template, cfg.tool_parser),
+        tool_format=tool_parser_for(served.chat_template, cfg.tool_parser), limits=cfg,
         api_key=cfg.api_key, embedder=embedder,
+        pool=ThreadPoolExecutor(cfg.tokenizer_threads, thread_name_prefix="swiftkit-prep"),
     )
 
 
@@ -109,10 +111,19 @@ def run(cfg: ServeConfig) -> None:
             await asyncio.sleep(0.05)
         server.should_exit = True
 
+    def engine_died() -> None:
+        # No restart: reloading the model in a server that lost its engine hides a crash loop from
+        # whoever supervises it. Open requests have had their 503; new ones get 503 until the exit.
+        console.print("[bold red]error:[/] the engine process died; failing open requests with 503 and exiting")
+        state.draining = True
+        asyncio.ensure_future(drain(server))
+
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=cfg.log_requests,
                             timeout_graceful_shutdown=5)
     server = Server(config)
     state.engine.start()
+    if hasattr(state.engine, "on_death"):
+        state.engine.on_death = engine_died
     summary("swiftkit serve", [
         ("model", state.served.name), ("adapters", ", ".join(state.served.adapters) or "none"),
         ("context", state.served.max_model_len), ("max batch", cfg.max_num_seqs),
@@ -124,4 +135,6 @@ def run(cfg: ServeConfig) -> None:
         raise SwiftkitError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", "choose another --port") from None
     finally:
         state.engine.stop()
+    if getattr(state.engine, "dead", False):
+        sys.exit(1)  # a supervisor (systemd Restart=on-failure, Kubernetes) restarts the server
     console.print("[bold]stopped[/]")

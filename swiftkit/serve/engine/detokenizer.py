@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from tokenizers.decoders import DecodeStream
 
+# Special tokens the server keeps in the text even with skip_special_tokens (the parsers need them).
+MARKER_TOKENS = ("<tool_call>", "</tool_call>", "<think>", "</think>")
+
+
+def hidden_token_ids(tokenizer) -> frozenset[int]:
+    """Special tokens left out of the text when a request has skip_special_tokens (its default)."""
+    vocab = tokenizer.get_vocab()
+    markers = {tokenizer.convert_tokens_to_ids(t) for t in MARKER_TOKENS if t in vocab}
+    return frozenset(set(tokenizer.all_special_ids) - markers)
+
 
 class Detokenizer:
     def __init__(self, backend, hidden_ids: frozenset[int], stop: list[str], skip_special_tokens: bool):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import queue
 import threading
 import time
@@ -19,14 +20,13 @@ from typing import Any
 import torch
 
 from swiftkit.console import console
-from swiftkit.serve.engine.detokenizer import Detokenizer
+from swiftkit.serve.engine.detokenizer import Detokenizer, hidden_token_ids
 from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams, Status
 from swiftkit.serve.engine.runner import make_runner
 from swiftkit.serve.engine.sampler import Sampler, prompt_logprobs
 from swiftkit.serve.engine.scheduler import QueueFull, Scheduler
 
 EngineBusy = QueueFull
-MARKER_TOKENS = ("<tool_call>", "</tool_call>", "<think>", "</think>")
 
 
 @dataclass
@@ -53,8 +53,7 @@ class Engine:
         self.scheduler = Scheduler(options.max_num_seqs, options.max_queue, options.max_batched_tokens)
         self.on_step = on_step
         self._backend = tokenizer.backend_tokenizer
-        markers = {tokenizer.convert_tokens_to_ids(t) for t in MARKER_TOKENS if t in tokenizer.get_vocab()}
-        self._hidden = frozenset(set(tokenizer.all_special_ids) - markers)
+        self._hidden = hidden_token_ids(tokenizer)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,10 +73,12 @@ class Engine:
             self._thread.join(timeout=30)
 
     def submit(self, req: Request) -> None:
-        """Queue a request; raises QueueFull when the waiting queue is at its bound."""
+        """Queue a request; raises QueueFull when the waiting queue is at its bound, ValueError for
+        parameters the sampler cannot represent (they would fail the whole batch's step)."""
         free = self.options.max_num_seqs - len(self.scheduler.running)
         if self.queue_depth() >= self.options.max_queue + max(free, 0):
             raise QueueFull(f"the request queue is full ({self.options.max_queue} waiting)")
+        check_params(req.params)
         if req.params.seed is not None:
             req.generator = torch.Generator(self.device).manual_seed(req.params.seed)
         req.detokenizer = Detokenizer(self._backend, self._hidden, req.params.stop, req.params.skip_special_tokens)
@@ -97,6 +98,10 @@ class Engine:
 
     def queue_depth(self) -> int:
         return len(self.scheduler.waiting) + self._inbox.qsize()
+
+    def alive(self) -> bool:
+        """The engine thread is running (or was never started: `drain()` steps on the caller's thread)."""
+        return self._thread is None or self._thread.is_alive() or self._stopping
 
     def num_running(self) -> int:
         return len(self.scheduler.running)
@@ -201,15 +206,36 @@ class Engine:
         tokens, logprobs = self.sampler(last, admitted)
         for b, (req, tok, lp) in enumerate(zip(admitted, tokens, logprobs, strict=True)):
             plp = None
-            if req.params.prompt_logprobs is not None:
-                plp = prompt_logprobs(logits[b, req.kv_start:], req.prompt_ids, req.params.prompt_logprobs)
+            if req.params.prompt_logprobs is not None and req.error is None:
+                try:
+                    plp = prompt_logprobs(logits[b, req.kv_start:], req.prompt_ids, req.params.prompt_logprobs)
+                except Exception as exc:
+                    req.error = f"{type(exc).__name__}: {exc}"
             self._append(req, tok, lp, plp)
 
     def _append(self, req: Request, tok: int, lp, plp=None) -> None:
-        """Record a sampled token, decide whether the request is finished, and emit its delta."""
+        """Record a sampled token, decide whether the request is finished, and emit its delta.
+
+        A failure here (detokenizer, grammar) or in the sampler's per-row work (req.error) belongs to
+        this request alone: it finishes with "error" and the rest of the batch goes on."""
         if req.first_token_at is None:
             req.first_token_at = time.monotonic()
         req.output_ids.append(tok)
+        if req.error is None:
+            try:
+                self._advance(req, tok, lp, plp)
+                return
+            except Exception as exc:
+                req.error = f"{type(exc).__name__}: {exc}"
+        console.print(f"[red]request {req.request_id} failed:[/] {req.error}")
+        req.finish_reason = "error"
+        if req.slot >= 0:
+            self.scheduler.release(req, self.runner.move)
+        req.status = Status.FINISHED
+        self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",
+                                      prompt_tokens=len(req.prompt_ids), completion_tokens=len(req.output_ids)))
+
+    def _advance(self, req: Request, tok: int, lp, plp) -> None:
         p = req.params
         reason, stop_reason = None, None
         if tok in self.eos_ids and not p.ignore_eos:
@@ -253,6 +279,23 @@ class Engine:
             self.deliver(batch)
 
 
+def check_params(p: SamplingParams) -> None:
+    """Values the batched sampler turns into tensors must fit them (the server's protocol bounds them
+    already; this keeps any other caller from failing a step for everyone)."""
+    ints = {"max_tokens": p.max_tokens, "top_k": p.top_k, "min_tokens": p.min_tokens}
+    for name, value in ints.items():
+        if not -(2**31) <= value < 2**31:
+            raise ValueError(f"{name} out of range: {value}")
+    if p.seed is not None and not -(2**63) <= p.seed < 2**64:
+        raise ValueError(f"seed out of range: {p.seed}")
+    floats = {"temperature": p.temperature, "top_p": p.top_p, "min_p": p.min_p, "presence_penalty": p.presence_penalty,
+              "frequency_penalty": p.frequency_penalty, "repetition_penalty": p.repetition_penalty,
+              **{f"logit_bias[{k}]": v for k, v in p.logit_bias.items()}}
+    for name, value in floats.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite")
+
+
 class RequestStream:
     """Async iterator over one request's outputs; `close()` before the end aborts it (slot freed)."""
 
@@ -267,6 +310,9 @@ class RequestStream:
         if self.done:
             raise StopAsyncIteration
         out = await self._outputs.get()
+        if isinstance(out, Exception):  # the engine cannot finish this request (e.g. its process died)
+            self.done = True
+            raise out
         self.done = out.finished
         return out
 

@@ -2,9 +2,16 @@
 
 Why: the engine thread and the HTTP event loop are both Python-heavy, and in one process they share
 one GIL (measured: the engine held it ~80 % of the time, starving SSE delivery; docs/benchmarks.md).
-In two processes each has its own interpreter. They talk over one multiprocessing pipe: requests and
-aborts go down; each engine step's outputs come up as one message, read by the event loop when the
-pipe is readable (no extra thread). The child owns the weights; the parent keeps only the tokenizer.
+In two processes each has its own interpreter. They talk over two one-way pipes: requests and aborts
+go down, each engine step's outputs come up as one message. The child owns the weights; the parent
+keeps only the tokenizer.
+
+Why the parent reads and writes its pipe ends on threads of their own, in blocking mode: a pipe the
+event loop watches is non-blocking (uvloop makes it so), and a message larger than the pipe buffer
+(a request with big stop strings or a big schema) then fails half-way with BlockingIOError and leaves
+half a frame in the pipe, after which nothing the engine sends can be read. A blocking `send`
+completes every frame whatever its size, and a thread never stalls the event loop while it waits.
+The reader also sees the child's death at once (EOF) and fails every open request.
 """
 
 from __future__ import annotations
@@ -12,17 +19,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing as mp
+import queue
 import threading
-import traceback
+from collections.abc import Callable
 from typing import Any
 
 from swiftkit.errors import SwiftkitError
 from swiftkit.serve.engine.engine import Engine, RequestStream
 from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams
 from swiftkit.serve.engine.scheduler import QueueFull
+from swiftkit.serve.errors import Unavailable
 
 
-def _child_main(cfg_json: str, conn) -> None:
+def _child_main(cfg_json: str, inbox, outbox) -> None:
     """Engine process: load the model, run the engine thread, serve pipe messages on the main thread."""
     from swiftkit.serve.config import ServeConfig
     from swiftkit.serve.constrained import GrammarFactory
@@ -33,7 +42,7 @@ def _child_main(cfg_json: str, conn) -> None:
 
     def send(msg: tuple) -> None:
         with send_lock:
-            conn.send(msg)
+            outbox.send(msg)
 
     try:
         cfg = ServeConfig.model_validate_json(cfg_json)
@@ -65,7 +74,7 @@ def _child_main(cfg_json: str, conn) -> None:
     send(("ready", None))
     while True:
         try:
-            msg = conn.recv()
+            msg = inbox.recv()
         except EOFError:  # the server process is gone
             break
         kind = msg[0]
@@ -107,74 +116,124 @@ class EngineProcess:
         self.cfg = cfg
         self.capacity = max_num_seqs + max_queue
         self.on_step = on_step
+        self.on_death: Callable[[], None] | None = None  # called on the event loop when the child dies
+        self.dead = False
         self._ids = itertools.count()
         self._sinks: dict[str, Any] = {}
         self._calls: dict[int, asyncio.Future] = {}
         self._running = self._waiting = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.conn = None
+        self._down = self._up = None
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.proc = None
 
     def start(self, timeout: float = 600) -> None:
         ctx = mp.get_context("spawn")  # a clean interpreter: no inherited threads or torch state
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_main, args=(self.cfg.model_dump_json(), child), daemon=True,
+        down_r, self._down = ctx.Pipe(duplex=False)
+        self._up, up_w = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_child_main, args=(self.cfg.model_dump_json(), down_r, up_w), daemon=True,
                                 name="swiftkit-engine")
         self.proc.start()
-        child.close()
-        if not self.conn.poll(timeout):
+        down_r.close()
+        up_w.close()  # only the child holds the write end now, so its death is an EOF here
+        if not self._up.poll(timeout):
             raise SwiftkitError("the engine process did not start in time")
         try:
-            msg = self.conn.recv()
+            msg = self._up.recv()
         except EOFError:
             raise SwiftkitError("the engine process died while loading the model (see the log above)") from None
         if msg[0] == "failed":
             raise SwiftkitError(f"engine: {msg[1]}", msg[2])
+        threading.Thread(target=self._write_loop, name="swiftkit-engine-writer", daemon=True).start()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start reading the engine's messages into `loop` (the server's, at startup)."""
+        if self._loop is None:
+            self._loop = loop
+            threading.Thread(target=self._read_loop, name="swiftkit-engine-reader", daemon=True).start()
 
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
-            self.conn.send(("stop",))
-        except (OSError, ValueError):
-            pass
+        self._outbox.put(("stop",))
+        self._outbox.put(None)
         self.proc.join(15)
         if self.proc.is_alive():
             self.proc.terminate()
-        if self._loop is not None and not self._loop.is_closed():
+
+    def alive(self) -> bool:
+        return not self.dead and self.proc is not None and self.proc.is_alive()
+
+    # -- the pipe threads ---------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while (msg := self._outbox.get()) is not None:
             try:
-                self._loop.remove_reader(self.conn.fileno())
-            except (OSError, ValueError, RuntimeError):
-                pass
+                self._down.send(msg)
+            except (OSError, ValueError):  # the child is gone: the reader reports it
+                return
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                msg = self._up.recv()
+            except (EOFError, OSError):
+                break
+            if not self._call_soon(self._handle, msg):
+                return
+        self._call_soon(self._died)
+
+    def _call_soon(self, fn, *args) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: the server is exiting
+            return False
+        return True
+
+    def _died(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        code = self.proc.exitcode if self.proc is not None else None
+        error = Unavailable(f"the engine process died (exit code {code}); the server is shutting down",
+                            code="engine_dead")
+        for sink in self._sinks.values():
+            sink(error)
+        self._sinks.clear()
+        for future in self._calls.values():
+            if not future.done():
+                future.set_exception(error)
+        self._calls.clear()
+        self._report(0, 0)
+        if self.on_death:
+            self.on_death()
 
     # -- used by the HTTP handlers (event loop thread) -------------------------------------------
-    def _attach(self) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(self.conn.fileno(), self._on_readable)
+    def _check_alive(self) -> None:
+        if self.dead:
+            raise Unavailable("the engine process is not running; the server is shutting down", code="engine_dead")
 
     def open(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
              matcher=None) -> RequestStream:
         """Submit; the grammar matcher is rebuilt in the engine process from `params.constraint`."""
-        self._attach()
+        self._check_alive()
         if len(self._sinks) >= self.capacity:
             raise QueueFull(f"the request queue is full ({self.capacity - self.cfg.max_num_seqs} waiting)")
         rid = f"req-{next(self._ids)}"
         outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self._sinks[rid] = outputs.put_nowait
-        self.conn.send(("add", rid, list(prompt_ids), params, adapter))
+        self._outbox.put(("add", rid, list(prompt_ids), params, adapter))
         return RequestStream(self, rid, outputs)
 
     def abort(self, rid: str) -> None:
         if rid in self._sinks:
-            self.conn.send(("abort", rid))
+            self._outbox.put(("abort", rid))
 
     async def embed(self, batches: list[list[int]]) -> list[list[float]]:
-        self._attach()
+        self._check_alive()
         call_id = next(self._ids)
-        future = self._loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         self._calls[call_id] = future
-        self.conn.send(("embed", call_id, batches))
+        self._outbox.put(("embed", call_id, batches))
         return await future
 
     def queue_depth(self) -> int:
@@ -182,18 +241,6 @@ class EngineProcess:
 
     def num_running(self) -> int:
         return self._running
-
-    def _on_readable(self) -> None:
-        try:
-            while self.conn.poll():
-                self._handle(self.conn.recv())
-        except (EOFError, OSError):
-            self._loop.remove_reader(self.conn.fileno())
-            for rid, sink in list(self._sinks.items()):
-                sink(RequestOutput(rid, [], "", finished=True, finish_reason="error"))
-            self._sinks.clear()
-        except Exception:  # a bug here must not stop the event loop from serving
-            traceback.print_exc()
 
     def _handle(self, msg: tuple) -> None:
         kind = msg[0]

@@ -100,6 +100,7 @@ class Request:
     matcher: Any = None  # llguidance matcher when the output is constrained
     detokenizer: Any = None
     first_token_at: float | None = None
+    error: str | None = None  # set when this request's own processing failed: it finishes with "error"
 
     @property
     def num_tokens(self) -> int:

@@ -28,7 +28,10 @@ class Sampler:
             logits = logits.clone()  # `raw` keeps the model's own distribution for logprobs
             for b, req in enumerate(requests):
                 if edits[b]:
-                    self._edit_row(logits[b], req)
+                    try:
+                        self._edit_row(logits[b], req)
+                    except Exception as exc:  # this row's processors (e.g. its grammar): fails this request only
+                        req.error = f"{type(exc).__name__}: {exc}"
         tokens = self._draw(logits, requests)
         return tokens, self._logprobs(raw, tokens, requests)
 

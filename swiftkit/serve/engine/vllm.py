@@ -26,8 +26,7 @@ from typing import Any
 
 from swiftkit.console import console
 from swiftkit.errors import SwiftkitError
-from swiftkit.serve.engine.detokenizer import Detokenizer
-from swiftkit.serve.engine.engine import MARKER_TOKENS
+from swiftkit.serve.engine.detokenizer import Detokenizer, hidden_token_ids
 from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams, TokenLogprob
 from swiftkit.serve.engine.scheduler import QueueFull
 from swiftkit.serve.errors import BadRequest
@@ -76,8 +75,7 @@ class VLLMEngine:
         self.embedder = None  # set by the server when --embedding-model is given
         tok = served.tokenizer
         self._backend = tok.backend_tokenizer
-        markers = {tok.convert_tokens_to_ids(t) for t in MARKER_TOKENS if t in tok.get_vocab()}
-        self._hidden = frozenset(set(tok.all_special_ids) - markers)
+        self._hidden = hidden_token_ids(tok)
         self._ids = itertools.count()
         self._active: dict[str, VLLMStream] = {}
         self._stats = (0, 0)  # (running, waiting) as vLLM's scheduler last reported them
