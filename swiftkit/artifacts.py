@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from swiftkit import __version__
 from swiftkit.errors import ArtifactError
+from swiftkit.locks import output_lock
 
 SCHEMA_VERSION = 1
 MANIFEST = "swiftkit.json"
@@ -128,23 +129,24 @@ def artifact_writer(output: str | Path, overwrite: bool = False, keep_partial: b
     there for `--resume`). Either way nothing at `output` looks complete.
     """
     final = Path(output).resolve()
-    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
-        raise ArtifactError(f"output already exists: {final}", "pass --overwrite or choose another --output")
-    tmp = partial_dir(final)
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        yield tmp
-        if not (tmp / MANIFEST).is_file():
-            raise ArtifactError(f"internal error: stage finished without writing {MANIFEST}")
-    except BaseException:
-        if not keep_partial:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        trash = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(tmp, final)
+    with output_lock(final):  # one run writes an output at a time (swiftkit/locks.py)
+        if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
+            raise ArtifactError(f"output already exists: {final}", "pass --overwrite or choose another --output")
+        tmp = partial_dir(final)
+        tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            yield tmp
+            if not (tmp / MANIFEST).is_file():
+                raise ArtifactError(f"internal error: stage finished without writing {MANIFEST}")
+        except BaseException:
+            if not keep_partial:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists():
+            trash = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, final)
 
 
 def keep_failed(tmp: Path, output: str | Path, report: dict) -> Path:
