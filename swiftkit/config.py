@@ -44,6 +44,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise SwiftkitError(f"config file not found: {path}", "check the path given to --config")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SwiftkitError(f"{path} is not a UTF-8 text file ({exc.reason})", "give a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -6,16 +6,20 @@ the file and row. Nothing here knows about chat formats (see `swiftkit.data.form
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import random
 import re
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from swiftkit.errors import DataError
 
-FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".csv", ".parquet")
 # `hf:` / `ms:` pick the hub explicitly; a bare `org/name` is a Hugging Face dataset id.
 HUB_PREFIXES = {"hf": "huggingface", "ms": "modelscope"}
 SAMPLE_SUFFIX = re.compile(r"^(?P<src>.+)#(?P<n>\d+)$")
@@ -72,22 +76,41 @@ def _read_local(source: Source) -> list[Row]:
     name = path.name
     if not path.is_file():
         raise DataError(
-            f"data file not found: {path}", "give a .jsonl/.json/.csv/.parquet file or a dataset id"
+            f"data file not found: {path}", "give a .jsonl/.jsonl.gz/.json/.csv/.parquet file or a dataset id"
         )
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    if suffix in (".jsonl", ".jsonl.gz"):
         return _read_jsonl(path)
     if suffix == ".json":
         return _read_json(path)
     if suffix in (".csv", ".parquet"):
         return _read_tabular(path, suffix[1:])
-    raise DataError(f"{name}: unsupported data file type {suffix!r}", "use .jsonl, .json, .csv or .parquet")
+    raise DataError(f"{name}: unsupported data file type {suffix!r}", "use .jsonl, .jsonl.gz, .json, .csv or .parquet")
+
+
+def open_text(path: Path) -> IO[str]:
+    """A UTF-8 text file, read through gzip when it ends in `.gz`: the one way JSONL is opened (training
+    data here, benchmark files in swiftkit.eval.tasks)."""
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Binary or damaged files become one line naming the file (not a UnicodeDecodeError traceback)."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name}: not UTF-8 text ({exc.reason})", "is this the data file you meant?") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path.name}: not a complete gzip file ({exc})", "is the download or copy complete?") from None
 
 
 def _read_jsonl(path: Path) -> list[Row]:
     # Parsed by hand (not `datasets`' json builder) so a broken line is reported by its number.
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    with _readable(path), open_text(path) as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -105,7 +128,8 @@ def _read_jsonl(path: Path) -> list[Row]:
 
 def _read_json(path: Path) -> list[Row]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        with _readable(path):
+            value = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path.name}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
     if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), list):

@@ -18,7 +18,6 @@ repeated with plain `lm_eval --include_path`. Light module: no torch import.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from swiftkit.data.sources import open_text
 from swiftkit.errors import DataError, SwiftkitError
 
 LETTERS = ("A", "B", "C", "D")
@@ -59,8 +59,7 @@ class LocalLayout:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
