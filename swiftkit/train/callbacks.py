@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -67,6 +68,8 @@ class StepTiming(TrainerCallback):
         self.cuda = False
         self.warmup = 0
         self.steps = 0
+        self.start_step = 0
+        self.start_tokens = 0
         self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at train begin and after each step
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -79,6 +82,8 @@ class StepTiming(TrainerCallback):
         total = max(state.max_steps - state.global_step, 0)
         self.warmup = min(max(self.min_warmup, math.ceil(self.warmup_fraction * total)), total // 2)
         self.steps = 0
+        self.start_step = state.global_step  # > 0 when resumed from a checkpoint
+        self.start_tokens = state.num_input_tokens_seen
         self.marks = [(self._now(), state.num_input_tokens_seen)]
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -111,3 +116,29 @@ class StepTiming(TrainerCallback):
         if self.steps > self.warmup and steady_s > 0:
             out.update(steady_tokens=steady_tokens, steady_s=steady_s, steady_tokens_per_second=steady_tokens / steady_s)
         return out
+
+
+# Written into a checkpoint folder after everything else in it: a folder without it is a save that was
+# cut off (kill, full disk) and must never be resumed from.
+CHECKPOINT_COMPLETE = "swiftkit-checkpoint-complete"
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks each checkpoint complete once the Trainer has written all of it, and logs at every save.
+
+    The log at the save step makes the checkpoint's log history cover every step before it, so a
+    resumed run can report the whole run's train loss (swiftkit.train.common.train_loss).
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+
+    def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank has written its part (FSDP / ZeRO shards)
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (folder / CHECKPOINT_COMPLETE).write_text(f"{state.global_step}\n")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
+import re
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +23,45 @@ from swiftkit.data.dataset import (
     resolve_template,
     split_eval,
 )
-from swiftkit.errors import ArtifactError, SwiftkitError
+from swiftkit.errors import ArtifactError, SwiftkitError, disk_full_is_one_line
+from swiftkit.locks import output_lock
 from swiftkit.train import launch
 from swiftkit.train.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
+# In the partial dir: the config and data of each segment of the run (an interrupted run, its resumes).
+RUN_RECORD = "run.json"
+# Fields that change where a run writes or what it reports, not what it trains. The data is compared by
+# fingerprint instead (the same rows under another path or format are the same data).
+NOT_COMPARED = frozenset(
+    {"output", "overwrite", "resume", "force", "report_to", "logging_steps", "eval_steps", "save_steps", "data", "eval_data"}
+)
 
 
-def start(cfg: TrainConfig, stage: str) -> tuple[TrainConfig, bool]:
-    """Resolve --output and check --resume once, in the launching process; relaunch under torchrun if asked.
+@contextlib.contextmanager
+def start(cfg: TrainConfig, stage: str) -> Iterator[tuple[TrainConfig, bool]]:
+    """Resolve --output, lock it and check --resume once, in the launching process; relaunch under
+    torchrun if asked. The lock is held (torchrun workers inherit it) until the run ends.
 
-    Returns the resolved config and whether this process should train (False: the workers did).
+    Yields the resolved config and whether this process should train (False: the workers did).
     """
     if launch.in_worker():
-        return cfg.model_copy(update={"nproc": launch.world_size()}), True
+        cfg = cfg.model_copy(update={"nproc": launch.world_size()})
+        with output_lock(cfg.output), disk_full_is_one_line(cfg.output):
+            yield cfg, True
+        return
     cfg = cfg.model_copy(update={"output": str(Path(cfg.output or default_output(stage)).resolve())})
+    with output_lock(cfg.output), disk_full_is_one_line(cfg.output):
+        _check_output(cfg)
+        _check_distributed(cfg)
+        if cfg.nproc > 1:
+            launch.relaunch(stage, cfg)
+            yield cfg, False
+        else:
+            yield cfg, True
+
+
+def _check_output(cfg: TrainConfig) -> None:
     final = Path(cfg.output)
     partial = partial_dir(final)
     if read_manifest(final) is not None and not cfg.overwrite:
@@ -44,18 +71,17 @@ def start(cfg: TrainConfig, stage: str) -> tuple[TrainConfig, bool]:
         checkpoint = last_checkpoint(partial)
         if checkpoint is None:
             raise SwiftkitError(
-                f"nothing to resume: no checkpoint under {partial / CHECKPOINTS}",
+                f"nothing to resume: no complete checkpoint under {partial / CHECKPOINTS}",
                 "--resume continues a run that saved checkpoints (--save-steps N) and was interrupted",
             )
         console.print(f"resuming from {checkpoint}")
+        # Later checkpoint folders are saves that were cut off; the resumed run writes them afresh.
+        for folder in _checkpoints(partial):
+            if checkpoint_step(folder) > checkpoint_step(checkpoint):
+                shutil.rmtree(folder)
     elif partial.exists():
         # A stale partial dir from an interrupted run: a fresh run must not inherit its checkpoints.
         shutil.rmtree(partial)
-    _check_distributed(cfg)
-    if cfg.nproc > 1:
-        launch.relaunch(stage, cfg)
-        return cfg, False
-    return cfg, True
 
 
 def _check_distributed(cfg: TrainConfig) -> None:
@@ -76,10 +102,77 @@ def _check_distributed(cfg: TrainConfig) -> None:
 
 
 def last_checkpoint(partial: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest checkpoint whose save finished (CheckpointMarker); a save cut off by a kill or a full
+    disk leaves a folder without the marker, which is skipped."""
+    from swiftkit.train.callbacks import CHECKPOINT_COMPLETE
 
+    complete = [p for p in _checkpoints(partial) if (p / CHECKPOINT_COMPLETE).is_file()]
+    return str(max(complete, key=checkpoint_step)) if complete else None
+
+
+def _checkpoints(partial: Path) -> list[Path]:
     folder = partial / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return [p for p in folder.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+
+
+def checkpoint_step(path: str | Path) -> int:
+    return int(Path(path).name.rpartition("-")[2])
+
+
+def run_history(cfg: TrainConfig, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The segments of this run, oldest first: the interrupted ones (from the partial dir) and this one.
+
+    A resume whose config or data differ from the interrupted segment would silently credit the new
+    values to every step, so it refuses unless --force (then the manifest records both).
+    """
+    current: dict[str, Any] = {"from_step": 0, "config": cfg.model_dump(mode="json"), "data": data}
+    if not cfg.resume:
+        return [current]
+    partial = partial_dir(cfg.output)
+    record = partial / RUN_RECORD
+    earlier = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else []
+    checkpoint = last_checkpoint(partial)
+    current["from_step"] = checkpoint_step(checkpoint) if checkpoint else 0
+    changes = _differences(earlier[-1], current) if earlier else []
+    if changes and not cfg.force:
+        raise SwiftkitError(
+            f"--resume: this run differs from the interrupted one ({'; '.join(changes)})",
+            "re-run the interrupted command unchanged, or add --force to continue with the new values "
+            "(the manifest records both)",
+        )
+    if changes:
+        console.print(f"[yellow]warning:[/] resuming with changes (--force): {'; '.join(changes)}")
+    return [*earlier, current]
+
+
+def _differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    def short(value: Any) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    changes = [
+        f"--{key.replace('_', '-')} {short(before['config'].get(key))} -> {short(value)}"
+        for key, value in now["config"].items()
+        if key not in NOT_COMPARED and before["config"].get(key) != value
+    ]
+    for name, old, new in (
+        ("data", before["data"], now["data"]),
+        ("eval data", before["data"].get("eval", {}), now["data"].get("eval", {})),
+    ):
+        if old.get("fingerprint") != new.get("fingerprint"):
+            changes.append(f"{name} fingerprint {str(old.get('fingerprint'))[:12]} -> {str(new.get('fingerprint'))[:12]}")
+    return changes
+
+
+def record_run(tmp: Path, history: list[dict[str, Any]]) -> None:
+    """Keep the run's segments next to its checkpoints, for the next --resume to compare against."""
+    if launch.is_main():
+        (tmp / RUN_RECORD).write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+
+
+def resume_entry(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Manifest keys: `resumed`, the earlier segments of a resumed run (their config and data), if any."""
+    return {"resumed": history[:-1]} if len(history) > 1 else {}
 
 
 def writer(cfg: TrainConfig) -> contextlib.AbstractContextManager[Path]:
@@ -109,6 +202,7 @@ def prepare_data(cfg: TrainConfig, mref: ModelRef, kind: Kind) -> tuple[Any, Tra
     """
     from swiftkit.loading import load_tokenizer
 
+    check_weights(mref)
     data = load_training_data(cfg.data, kind, cfg.columns, cfg.seed)
     held = load_training_data(cfg.eval_data, kind, cfg.columns, cfg.seed) if cfg.eval_data else None
     tokenizer = load_tokenizer(mref, cfg.trust_remote_code)
@@ -119,6 +213,22 @@ def prepare_data(cfg: TrainConfig, mref: ModelRef, kind: Kind) -> tuple[Any, Tra
         raise SwiftkitError(f"{mref.ref} has no chat template", "pass --template FILE (a Jinja chat template)")
     data = drop_overlength(data, tokenizer, cfg.max_length, kind)
     return tokenizer, data, drop_overlength(held, tokenizer, cfg.max_length, kind) if held else None
+
+
+def check_weights(mref: ModelRef) -> None:
+    """Open every safetensors header of the model and its adapters: a truncated or damaged file is one
+    line naming it, before anything is loaded or written."""
+    from safetensors import SafetensorError, safe_open
+
+    for folder in (mref.base_path, *mref.adapters):
+        for file in sorted(folder.glob("*.safetensors")):
+            try:
+                with safe_open(file, "pt"):
+                    pass
+            except (SafetensorError, OSError) as exc:
+                raise ArtifactError(
+                    f"{file}: not a readable safetensors file ({exc})", "it is truncated or damaged: download or rebuild it"
+                ) from None
 
 
 def split(cfg: TrainConfig, data: TrainingData, held: TrainingData | None) -> tuple[list[dict], list[dict]]:
@@ -254,11 +364,12 @@ def prepare_trainer(trainer, description: str):
     """Swap HF's tqdm/printer for the rich progress bar; add per-step timing (returned, for the metrics)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from swiftkit.train.callbacks import RichProgress, StepTiming
+    from swiftkit.train.callbacks import CheckpointMarker, RichProgress, StepTiming
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgress(description))
+    trainer.add_callback(CheckpointMarker())
     timing = StepTiming()
     trainer.add_callback(timing)
     return timing
@@ -266,15 +377,34 @@ def prepare_trainer(trainer, description: str):
 
 def throughput(trainer, result, timing) -> dict[str, Any]:
     """Tokens seen, overall tokens/s (TRL's train_runtime, warm-up included), steady-state tokens/s and
-    peak GPU memory (swiftkit.train.callbacks.StepTiming)."""
+    peak GPU memory (swiftkit.train.callbacks.StepTiming). A resumed trainer's token count includes the
+    steps before its checkpoint but its runtime does not: tokens/s counts only the tokens this run saw."""
     tokens = trainer.state.num_input_tokens_seen
     runtime = result.metrics.get("train_runtime")
+    resumed = {"resumed_from_step": timing.start_step, "tokens_before_resume": timing.start_tokens} if timing.start_step else {}
     return round_metrics({
         "train_tokens": tokens,
-        "tokens_per_second": tokens / max(runtime or 0.0, 1e-9),
+        "tokens_per_second": (tokens - timing.start_tokens) / max(runtime or 0.0, 1e-9),
         "train_runtime_s": runtime,
+        **resumed,
         **timing.metrics(),
     })
+
+
+def train_loss(trainer, result, timing) -> float:
+    """Mean loss over every step of the run. The Trainer averages only the steps this process ran; for a
+    resumed run the steps before the checkpoint come from its restored log history, which
+    CheckpointMarker makes end exactly at the checkpoint."""
+    start = timing.start_step
+    if not start:
+        return result.training_loss
+    covered, total = 0, 0.0
+    for entry in trainer.state.log_history:
+        if "loss" in entry and entry["step"] <= start:
+            total += entry["loss"] * (entry["step"] - covered)
+            covered = entry["step"]
+    ran = trainer.state.global_step - start
+    return (total + result.training_loss * ran) / max(covered + ran, 1)
 
 
 def speed_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
@@ -294,6 +424,7 @@ def finish_dir(tmp: Path) -> None:
     """Drop resumable state (checkpoints, scratch) from a finished artifact."""
     for name in (CHECKPOINTS, "scratch"):
         shutil.rmtree(tmp / name, ignore_errors=True)
+    (tmp / RUN_RECORD).unlink(missing_ok=True)
 
 
 def adapter_lineage(mref: ModelRef, method: str) -> dict[str, Any]:

@@ -55,9 +55,9 @@ def loss_types(spec: str) -> list[str]:
 
 def run(cfg: DPOConfig) -> Path:
     loss_types(cfg.loss_type)
-    cfg, should_train = common.start(cfg, "dpo")
-    if should_train:
-        _train(cfg)
+    with common.start(cfg, "dpo") as (cfg, should_train):
+        if should_train:
+            _train(cfg)
     return Path(cfg.output)
 
 
@@ -66,6 +66,7 @@ def _train(cfg: DPOConfig) -> None:
     mref = resolve_model_ref(cfg.model)
     # Data before the heavy imports and before the artifact folder: bad input fails fast, leaving nothing.
     tokenizer, data, held = common.prepare_data(cfg, mref, "preference")
+    history = common.run_history(cfg, common.data_entry(data, held))  # a changed --resume refuses here
     train_rows, eval_rows = common.split(cfg, data, held)
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
@@ -78,6 +79,7 @@ def _train(cfg: DPOConfig) -> None:
     resume_from = common.last_checkpoint(partial_dir(cfg.output)) if cfg.resume else None
 
     with common.writer(cfg) as tmp:
+        common.record_run(tmp, history)
         scratch = tmp / "scratch" / f"rank{launch.rank()}"
         model = common.load_for_training(cfg, mref, scratch)
         # Full fine-tuning needs an explicit frozen reference: left to itself TRL would reload the
@@ -112,7 +114,7 @@ def _train(cfg: DPOConfig) -> None:
         tokenizer.save_pretrained(tmp)
         if check:
             (tmp / REFERENCE_CHECK).write_text(json.dumps(check, indent=1) + "\n")
-        metrics = _metrics(result, before, after, trainer, started)
+        metrics = _metrics(result, before, after, trainer, started, timing)
         metrics.update(common.throughput(trainer, result, timing))
         metrics.update(reference=str(mref.path), train_rows=len(train_rows), eval_rows=len(eval_rows))
         manifest = Manifest(
@@ -120,6 +122,7 @@ def _train(cfg: DPOConfig) -> None:
             **common.adapter_lineage(mref, cfg.method),
             config=cfg.model_dump(),
             data=common.data_entry(data, held),
+            **common.resume_entry(history),
             metrics=metrics,
             serving=serving_info(tokenizer, model),
         )
@@ -173,9 +176,9 @@ def _reference_check(trainer, eval_rows: list[dict], reference: str, rows: int =
     }
 
 
-def _metrics(result, before: dict, after: dict, trainer, started: float) -> dict[str, Any]:
+def _metrics(result, before: dict, after: dict, trainer, started: float, timing) -> dict[str, Any]:
     metrics: dict[str, Any] = {
-        "train_loss": result.training_loss,
+        "train_loss": common.train_loss(trainer, result, timing),
         "steps": trainer.state.global_step,
         "runtime_s": time.time() - started,
     }

@@ -20,7 +20,7 @@ from swiftkit.artifacts import (
     write_manifest,
 )
 from swiftkit.console import console, summary
-from swiftkit.errors import SwiftkitError
+from swiftkit.errors import SwiftkitError, disk_full_is_one_line
 from swiftkit.resolve import resolve_model_ref
 from swiftkit.train.config import MergeConfig
 
@@ -41,11 +41,12 @@ def run(cfg: MergeConfig) -> Path:
     from transformers import AutoModelForCausalLM
 
     from swiftkit.loading import load_tokenizer, serving_info, torch_dtype
-    from swiftkit.train.common import quiet_workers
+    from swiftkit.train.common import check_weights, quiet_workers
 
     quiet_workers()
     started = time.time()
     mref = resolve_model_ref(cfg.model)
+    check_weights(mref)
     if not mref.adapters:
         raise SwiftkitError(
             f"nothing to merge: {mref.path} is a full model, not an adapter artifact",
@@ -61,7 +62,7 @@ def run(cfg: MergeConfig) -> Path:
     output = Path(cfg.output or default_output("merge"))
     tokenizer = load_tokenizer(mref, cfg.trust_remote_code)
 
-    with artifact_writer(output, overwrite=cfg.overwrite) as tmp:
+    with disk_full_is_one_line(output), artifact_writer(output, overwrite=cfg.overwrite) as tmp:
         model = AutoModelForCausalLM.from_pretrained(mref.base_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
         if quantization:
             model = _dequantize(model, mref.base_path)

@@ -23,9 +23,9 @@ from swiftkit.train.config import SFTConfig
 
 
 def run(cfg: SFTConfig) -> Path:
-    cfg, should_train = common.start(cfg, "sft")
-    if should_train:
-        _train(cfg)
+    with common.start(cfg, "sft") as (cfg, should_train):
+        if should_train:
+            _train(cfg)
     return Path(cfg.output)
 
 
@@ -35,6 +35,7 @@ def _train(cfg: SFTConfig) -> None:
     mref = resolve_model_ref(cfg.model)
     # Data before the heavy imports and before the artifact folder: bad input fails fast, leaving nothing.
     tokenizer, data, held = common.prepare_data(cfg, mref, "sft")
+    history = common.run_history(cfg, common.data_entry(data, held))  # a changed --resume refuses here
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
 
@@ -47,6 +48,7 @@ def _train(cfg: SFTConfig) -> None:
     train_rows, eval_rows = _as_loss_rows(train_rows, loss_on), _as_loss_rows(eval_rows, loss_on)
 
     with common.writer(cfg) as tmp:
+        common.record_run(tmp, history)
         model = common.load_for_training(cfg, mref, tmp / "scratch" / f"rank{launch.rank()}")
         packing.prepare_model(cfg, model)
         args = TRLSFTConfig(
@@ -75,7 +77,7 @@ def _train(cfg: SFTConfig) -> None:
             return
         common.finish_dir(tmp)
         tokenizer.save_pretrained(tmp)
-        metrics = _metrics(result, before, after, trainer, per_rank, started)
+        metrics = _metrics(result, before, after, trainer, per_rank, started, timing)
         metrics.update(common.throughput(trainer, result, timing))
         metrics.update(loss_on=loss_on, train_rows=len(train_rows), eval_rows=len(eval_rows))
         manifest = Manifest(
@@ -83,6 +85,7 @@ def _train(cfg: SFTConfig) -> None:
             **common.adapter_lineage(mref, cfg.method),
             config={**cfg.model_dump(), "packing": packing.packing_enabled(cfg)},
             data=common.data_entry(data, held),
+            **common.resume_entry(history),
             metrics=metrics,
             serving=serving_info(tokenizer, model),
         )
@@ -141,9 +144,9 @@ def _as_loss_rows(rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, An
     return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
 
 
-def _metrics(result, before: dict, after: dict, trainer, per_rank: list[list[str]], started: float) -> dict[str, Any]:
+def _metrics(result, before: dict, after: dict, trainer, per_rank: list[list[str]], started: float, timing) -> dict[str, Any]:
     metrics: dict[str, Any] = {
-        "train_loss": result.training_loss,
+        "train_loss": common.train_loss(trainer, result, timing),
         "steps": trainer.state.global_step,
         "runtime_s": time.time() - started,
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
