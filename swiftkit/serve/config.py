@@ -13,12 +13,12 @@ class EngineConfig(ModelOptions):
     """What every command that generates through the built-in engine shares."""
 
     max_model_len: int | None = Field(
-        None, description="Context length (prompt + output); default: the model's own, capped at 4096.",
+        None, ge=1, description="Context length (prompt + output); default: the model's own, capped at 4096.",
         json_schema_extra={"flags": ["--max-length"]},
     )
-    max_num_seqs: int = Field(32, description="Sequences decoded together in one batch (continuous batching).")
-    max_queue: int = Field(256, description="Requests allowed to wait for a slot; beyond this the server answers 429.")
-    max_batched_tokens: int = Field(8192, description="Token budget of one prefill batch (padded prompt tokens).")
+    max_num_seqs: int = Field(32, ge=1, description="Sequences decoded together in one batch (continuous batching).")
+    max_queue: int = Field(256, ge=0, description="Requests allowed to wait for a slot; beyond this the server answers 429.")
+    max_batched_tokens: int = Field(8192, ge=1, description="Token budget of one prefill batch (padded prompt tokens).")
     adapter: list[str] = Field(
         default_factory=list, description="LoRA adapter to serve next to the base: NAME=REF (repeatable).",
     )
@@ -34,7 +34,7 @@ class EngineConfig(ModelOptions):
 class ServeConfig(EngineConfig):
     served_model_name: str | None = Field(None, description="Name clients use for the base model (default: the model reference).")
     host: str = Field("127.0.0.1", description="Interface to listen on.")
-    port: int = Field(8000, description="TCP port.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     api_key: str | None = Field(None, description="Require `Authorization: Bearer KEY` on /v1 routes (/health stays open).")
     embedding_model: str | None = Field(None, description="Separate model for /v1/embeddings (default: mean-pooled served model).")
     tool_parser: Literal["auto", "hermes", "llama3_json", "none"] = Field(
@@ -44,7 +44,7 @@ class ServeConfig(EngineConfig):
         True, description="Run the engine in its own process (its own interpreter, so HTTP streaming does not "
         "compete with decoding for the GIL); --no-engine-process runs it on a thread of the server.",
     )
-    drain_timeout: float = Field(30.0, description="On SIGTERM, seconds to let in-flight requests finish (new ones get 503).")
+    drain_timeout: float = Field(30.0, ge=0, description="On SIGTERM, seconds to let in-flight requests finish (new ones get 503).")
     log_requests: bool = Field(False, description="Log every HTTP request (uvicorn access log).")
     # Request size limits: each bounds what one request can cost everyone else (docs/serve.md, "Limits").
     max_request_bytes: int = Field(8 * 2**20, ge=1, description="Largest request body in bytes (413 beyond).")
@@ -65,14 +65,14 @@ class ServeConfig(EngineConfig):
 class InferConfig(EngineConfig):
     data: str = Field(..., description="Prompts file (.jsonl): rows with `messages`, `prompt` or `question` (+ optional `id`).")
     output: str | None = Field(None, description="Results .jsonl (default: <data stem>.results.jsonl); existing ids are skipped.")
-    max_tokens: int = Field(256, description="Max new tokens per row.")
-    temperature: float = Field(0.0, description="Sampling temperature (0: greedy).")
-    top_p: float = Field(1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(256, ge=1, description="Max new tokens per row.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     system: str | None = Field(None, description="System prompt added to chat rows that have none.")
 
 
 class ChatConfig(EngineConfig):
-    max_tokens: int = Field(512, description="Max new tokens per reply.")
-    temperature: float = Field(0.7, description="Sampling temperature (0: greedy).")
-    top_p: float = Field(0.95, description="Nucleus sampling mass.")
+    max_tokens: int = Field(512, ge=1, description="Max new tokens per reply.")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     system: str | None = Field(None, description="System prompt.")

@@ -1,0 +1,93 @@
+"""Careless and hostile CLI input (issue 14): each is one `error:` line with exit 2, never "internal error"
+(exit 1), and writes nothing at --output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import run_cli
+
+WIDE = {"COLUMNS": "400"}  # rich wraps at 80 columns otherwise; one error must be one physical line
+# Bytes that are neither UTF-8 nor YAML/JSON (what a wrong file or a binary download looks like).
+BINARY = bytes(range(128, 256)) * 8
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
+    """Exit 2, one `error:` line (optionally followed by its `hint:` line), no traceback."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    rest = [line for line in lines[errors[0] + 1 :] if line.strip()]
+    assert not rest or (len(rest) == 1 and rest[0].startswith("hint:")), proc.stderr
+    for text in texts:
+        assert text in lines[errors[0]], proc.stderr
+
+
+def test_truncated_safetensors_model_is_one_line(toy_model, tmp_path):
+    """Before: internal error: SafetensorError: Error while deserializing header: invalid header length."""
+    model = tmp_path / "model"
+    shutil.copytree(toy_model, model, ignore=shutil.ignore_patterns("task"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted download
+    out = tmp_path / "out"
+    proc = run_cli("sft", "--model", model, "--data", f"{toy_model}/task/sft.jsonl#40", "--output", out, env=WIDE)
+    assert_one_line_error(proc, f"{weights}: not a readable safetensors file")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["data.jsonl", "data.json", "config", "recipe"])
+def test_binary_file_is_one_line(toy_model, tmp_path, where):
+    """Before: internal error: UnicodeDecodeError: 'utf-8' codec can't decode byte 0x80."""
+    out = tmp_path / "out"
+    if where.startswith("data"):
+        data = tmp_path / where
+        data.write_bytes(BINARY)
+        proc = run_cli("sft", "--model", toy_model, "--data", data, "--output", out, env=WIDE)
+        assert_one_line_error(proc, f"{where}: not UTF-8 text")
+    else:
+        file = tmp_path / f"{where}.yaml"
+        file.write_bytes(BINARY)
+        proc = run_cli("sft", "--config", file, env=WIDE) if where == "config" else run_cli("run", file, env=WIDE)
+        assert_one_line_error(proc, f"{file} is not a UTF-8 text file")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "command, flags, named",
+    [
+        ("sft", "--lr -1", "--lr: Input should be greater than 0"),
+        ("sft", "--batch-size 0", "--batch-size: Input should be greater than or equal to 1"),
+        ("dpo", "--batch-size 0", "--batch-size: Input should be greater than or equal to 1"),
+        ("sft", "--max-steps -5 --epochs 0", "--max-steps"),
+        ("sft", "--max-steps -1 --epochs 0", "nothing to train"),
+        ("sft", "--eval-split 1.5", "--eval-split: Input should be less than 1"),
+        ("sft", "--grad-accum 0", "--grad-accum"),
+        ("serve", "--port 99999", "--port: Input should be less than or equal to 65535"),
+    ],
+    ids=["lr", "batch-size", "dpo-batch-size", "max-steps", "zero-steps", "eval-split", "grad-accum", "port"],
+)
+def test_bad_flag_values_are_refused_by_the_config(toy_model, tmp_path, command, flags, named):
+    """Before: internal errors from deep inside torch/uvicorn, or (--max-steps -5 --epochs 0) a 0-step adapter."""
+    out = tmp_path / "out"
+    data = ["--data", f"{toy_model}/task/sft.jsonl#40", "--output", str(out)] if command != "serve" else []
+    proc = run_cli(command, "--model", toy_model, *data, *flags.split(), env=WIDE)
+    assert_one_line_error(proc, named)
+    assert not out.exists()
+
+
+def test_adapter_naming_itself_as_base_is_one_line(tmp_path):
+    """Before: internal error: RecursionError (resolve_model_ref followed base_model forever)."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    manifest = {"schema_version": 1, "kind": "adapter", "stage": "sft", "base_model": str(adapter)}
+    (adapter / "swiftkit.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    assert_one_line_error(run_cli("merge", "--model", adapter, "--output", out, env=WIDE), str(adapter))
+    assert not out.exists()
