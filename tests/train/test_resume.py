@@ -30,13 +30,14 @@ def test_killed_run_resumes_to_the_same_weights(toy_model, tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    first = partial_dir(out) / "checkpoints" / f"checkpoint-{SAVE}"
+    # Written after the rest of the checkpoint: --resume only takes checkpoints that have it.
+    first = partial_dir(out) / "checkpoints" / f"checkpoint-{SAVE}" / "swiftkit-checkpoint-complete"
     deadline = time.time() + 300
-    while not (first / "trainer_state.json").is_file() and proc.poll() is None and time.time() < deadline:
+    while not first.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (first / "trainer_state.json").is_file(), "the run never wrote its first checkpoint"
+    assert first.is_file(), "the run never wrote its first checkpoint"
     assert not out.exists(), "the run finished before it could be killed (make it longer)"
 
     resumed = run_cli(*sft_args(toy_model, out), "--resume", check=True)
