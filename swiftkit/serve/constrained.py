@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from swiftkit.serve.errors import BadRequest
@@ -23,7 +24,14 @@ JSON_OPTIONS = {"whitespace_flexible": False}
 
 
 class GrammarFactory:
-    """Builds one llguidance matcher per request; the tokenizer wrapper is built once (~1 s)."""
+    """Builds one llguidance matcher per request; the tokenizer wrapper is built once (~1 s).
+
+    Compiling a large schema takes a good fraction of a second, and a request with `n` choices needs
+    `n` matchers of the same grammar (each keeps its own state): the last few compiled grammars are
+    kept as fresh matchers and copied (`deep_copy`, cheap) instead of compiled again.
+    """
+
+    CACHED = 4
 
     def __init__(self, tokenizer, vocab_size: int, eos_ids: list[int]):
         self._hf = tokenizer
@@ -31,6 +39,7 @@ class GrammarFactory:
         self._eos = eos_ids
         self._tok = None
         self._lock = threading.Lock()
+        self._compiled: OrderedDict[str, Any] = OrderedDict()
 
     def _tokenizer(self):
         with self._lock:
@@ -41,6 +50,20 @@ class GrammarFactory:
             return self._tok
 
     def matcher(self, constraint: tuple[str, Any]):
+        key = json.dumps(constraint, sort_keys=True)
+        with self._lock:
+            fresh = self._compiled.get(key)
+            if fresh is not None:
+                self._compiled.move_to_end(key)
+                return fresh.deep_copy()
+        fresh = self._compile(constraint)
+        with self._lock:
+            self._compiled[key] = fresh
+            while len(self._compiled) > self.CACHED:
+                self._compiled.popitem(last=False)
+            return fresh.deep_copy()
+
+    def _compile(self, constraint: tuple[str, Any]):
         import llguidance
 
         kind, value = constraint

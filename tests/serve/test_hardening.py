@@ -338,16 +338,25 @@ def test_embedding_dimensions_shorten_and_renormalise(client):
 
 def test_forced_tool_call_has_only_declared_keys(client):
     """A parameters schema listing properties without additionalProperties (pydantic's output) gets
-    exactly those keys; an explicit `additionalProperties: true` still allows more."""
-    params = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-              "required": ["a", "b"]}
-    tools = [{"type": "function", "function": {"name": "add", "parameters": params}}]
-    for seed in range(4):
-        r = client.chat.completions.create(model="toy", messages=[{"role": "user", "content": "Add 2 and 3"}],
-                                           tools=tools, tool_choice="required", max_tokens=64, temperature=1.0,
-                                           seed=seed)
-        for call in r.choices[0].message.tool_calls or []:
-            assert set(json.loads(call.function.arguments)) == {"a", "b"}
+    exactly those keys (greedy, the toy wrote `{"x":true,"y":true,",1411...` until max_tokens); an
+    explicit `additionalProperties: true` still lets it write more."""
+    params = {"type": "object", "properties": {"x": {"type": "boolean"}, "y": {"type": "boolean"}},
+              "required": ["x", "y"]}
+
+    def call(parameters: dict):
+        tools = [{"type": "function", "function": {"name": "add", "parameters": parameters}}]
+        return client.chat.completions.create(
+            model="toy", messages=[{"role": "user", "content": "Add 2 and 3"}], tools=tools, max_tokens=40,
+            tool_choice={"type": "function", "function": {"name": "add"}}, temperature=0).choices[0]
+
+    strict = call(params)
+    assert strict.finish_reason == "tool_calls"
+    assert set(json.loads(strict.message.tool_calls[0].function.arguments)) == {"x", "y"}
+    loose = call({**params, "additionalProperties": True})
+    assert loose.finish_reason == "length" and loose.message.content.startswith('{"x":true,"y":true,"')
+
+
+def test_strict_objects_walks_subschemas_only():
     from swiftkit.serve.constrained import strict_objects
 
     nested = {"type": "object", "properties": {"x": {"type": "object", "properties": {"y": {}}},
