@@ -54,9 +54,9 @@ def disk_full_is_one_line(output: str | Path) -> Iterator[None]:
         if where is None:
             raise
         raise SwiftkitError(
-            f"disk full while writing {where} ({_free_space(where)} free there)",
-            "free some space or choose another --output; a training run then continues from its last complete "
-            "checkpoint with --resume",
+            f"disk full while writing {where} ({_free_space(where)} free there now)",
+            "free some space (or choose another --output) and run it again; sft and dpo continue from their last "
+            "complete checkpoint with --resume",
         ) from exc
 
 

@@ -62,7 +62,8 @@ def run(cfg: MergeConfig) -> Path:
     output = Path(cfg.output or default_output("merge"))
     tokenizer = load_tokenizer(mref, cfg.trust_remote_code)
 
-    with disk_full_is_one_line(output), artifact_writer(output, overwrite=cfg.overwrite) as tmp:
+    # The disk check inside the writer: it measures the free space before the writer clears its folder.
+    with artifact_writer(output, overwrite=cfg.overwrite) as tmp, disk_full_is_one_line(output):
         model = AutoModelForCausalLM.from_pretrained(mref.base_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
         if quantization:
             model = _dequantize(model, mref.base_path)

@@ -196,7 +196,7 @@ def test_full_disk_mid_checkpoint_is_one_line_and_resumes(toy_model, small_disk)
     out = small_disk / "out"
     args = sft_args(toy_model, out, "--max-steps 20 --save-steps 2 --lr 2e-3 --batch-size 4 --eval-split 0", rows=80)
     proc = run_cli(*args, env=WIDE)
-    assert_one_line_error(proc, f"disk full while writing {out}", "MiB free there")
+    assert_one_line_error(proc, f"disk full while writing {out}", "MiB free there now")
     saved = [c for c in checkpoints(out) if (c / "trainer_state.json").is_file()]
     assert saved and checkpoints(out)[-1] not in saved and not out.exists()  # the disk filled mid-save
     subprocess.run(["mount", "-o", "remount,size=64m", "tmpfs", str(small_disk)], check=True)  # space freed
@@ -218,3 +218,13 @@ def test_gzipped_jsonl_trains(toy_model, tmp_path, command, source):
     data = manifest(out)["data"]
     expected = load_training_data([str(plain)], "sft" if command == "sft" else "preference")
     assert data["rows"] == 40 and data["fingerprint"] == expected.fingerprint
+
+
+def test_full_disk_in_merge_is_one_line(toy_model, tmp_path, small_disk):
+    """Before: internal error: SafetensorError: ... No space left on device (os error 28)."""
+    adapter = tmp_path / "adapter"
+    run_cli(*sft_args(toy_model, adapter, "--max-steps 2 --batch-size 4 --eval-split 0", rows=40), check=True)
+    out = small_disk / "merged"  # the toy's merged weights (3.4 MB) do not fit in 3 MiB
+    proc = run_cli("merge", "--model", adapter, "--output", out, env=WIDE)
+    assert_one_line_error(proc, f"disk full while writing {out}", "MiB free there now")
+    assert not out.exists() and not partial_dir(out).exists()
