@@ -41,7 +41,7 @@ def test_truncated_safetensors_model_is_one_line(toy_model, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("where", ["data.jsonl", "data.json", "config", "recipe"])
+@pytest.mark.parametrize("where", ["data.jsonl", "data.json", "template", "config", "recipe"])
 def test_binary_file_is_one_line(toy_model, tmp_path, where):
     """Before: internal error: UnicodeDecodeError: 'utf-8' codec can't decode byte 0x80."""
     out = tmp_path / "out"
@@ -50,6 +50,12 @@ def test_binary_file_is_one_line(toy_model, tmp_path, where):
         data.write_bytes(BINARY)
         proc = run_cli("sft", "--model", toy_model, "--data", data, "--output", out, env=WIDE)
         assert_one_line_error(proc, f"{where}: not UTF-8 text")
+    elif where == "template":
+        template = tmp_path / "chat.jinja"
+        template.write_bytes(BINARY)
+        data = f"{toy_model}/task/sft.jsonl#40"
+        proc = run_cli("sft", "--model", toy_model, "--data", data, "--template", template, "--output", out, env=WIDE)
+        assert_one_line_error(proc, f"--template {template}: not a UTF-8 text file")
     else:
         file = tmp_path / f"{where}.yaml"
         file.write_bytes(BINARY)

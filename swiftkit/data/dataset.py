@@ -74,7 +74,10 @@ def resolve_template(template: str | None) -> str | None:
                 f"--template {template}: file not found",
                 "give a Jinja chat template file or the template text",
             )
-        return path.read_text(encoding="utf-8")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"--template {template}: not a UTF-8 text file ({exc.reason})", "give a Jinja chat template file") from None
     return template
 
 
