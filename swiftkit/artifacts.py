@@ -66,7 +66,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     schema_version: int = SCHEMA_VERSION
-    kind: Literal["model", "adapter", "eval"]
+    kind: Literal["model", "adapter", "eval", "export"]
     stage: str
     created_at: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     swiftkit_version: str = __version__
@@ -109,6 +109,11 @@ def read_manifest(path: str | Path) -> Manifest | None:
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     (directory / MANIFEST).write_text(manifest.model_dump_json(indent=2, exclude_none=True) + "\n", encoding="utf-8")
+
+
+def swiftkit_home() -> Path:
+    """Where swiftkit keeps what it caches: hub downloads, GGUF imports, llama.cpp's converter."""
+    return Path(os.environ.get("SWIFTKIT_HOME") or Path.home() / ".cache" / "swiftkit").expanduser()
 
 
 def default_output(stage: str) -> Path:

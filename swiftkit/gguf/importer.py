@@ -13,9 +13,19 @@ import fcntl
 import functools
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from swiftkit.artifacts import Manifest, artifact_writer, default_output, read_manifest, sha256_file, write_manifest
+from swiftkit.artifacts import (
+    Manifest,
+    ServingInfo,
+    artifact_writer,
+    default_output,
+    read_manifest,
+    sha256_file,
+    swiftkit_home,
+    write_manifest,
+)
 from swiftkit.console import console, summary
 from swiftkit.errors import ArtifactError
 from swiftkit.gguf.config import ImportConfig
@@ -29,8 +39,6 @@ def run(cfg: ImportConfig) -> Path:
 
 def imported_artifact(gguf_file: Path) -> Path:
     """The cached float32 import of `gguf_file` (made on first use), so any `--model X.gguf` just works."""
-    from swiftkit.hub.cache import swiftkit_home
-
     stat = gguf_file.stat()
     # Keyed by path, size and mtime: hashing a multi-GB file on every resolve would cost seconds.
     key = hashlib.sha256(f"{gguf_file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
@@ -52,6 +60,34 @@ def supported_architectures() -> list[str]:
 
 
 def import_gguf(gguf_file: Path, output: Path, dtype: str, overwrite: bool = False, config: dict | None = None) -> Path:
+    started = time.monotonic()
+    with artifact_writer(output, overwrite=overwrite) as tmp:
+        imported = dequantize_into(gguf_file, tmp, dtype)
+        manifest = Manifest(
+            kind="model",
+            stage="import",
+            parents=[str(gguf_file.resolve())],
+            config=config or {},
+            source=imported.source,
+            metrics={"parameters": imported.parameters, "seconds": round(time.monotonic() - started, 2)},
+            serving=imported.serving,
+        )
+        write_manifest(tmp, manifest)
+    final = output.resolve()
+    show_import(gguf_file, imported, manifest.metrics["seconds"], final)
+    return final
+
+
+@dataclass
+class Imported:
+    source: dict
+    serving: ServingInfo
+    parameters: int
+    model_class: str
+
+
+def dequantize_into(gguf_file: Path, directory: Path, dtype: str) -> Imported:
+    """Write `gguf_file`'s weights (dequantized to `dtype`), tokenizer and generation config into `directory`."""
     if not gguf_file.is_file():
         raise ArtifactError(f"GGUF file not found: {gguf_file}")
     info = read_info(gguf_file)
@@ -63,40 +99,36 @@ def import_gguf(gguf_file: Path, output: Path, dtype: str, overwrite: bool = Fal
             f"GGUF architecture '{info.architecture}' of {gguf_file.name} cannot be read by transformers {transformers.__version__}",
             f"supported: {', '.join(sorted(supported))}",
         )
-    started = time.monotonic()
     sha = sha256_file(gguf_file)
     with quiet_transformers(), console.status(f"dequantizing {gguf_file.name} ({info.quant_type}, {info.architecture}) to {dtype}"):
         model, tokenizer = _load(gguf_file, dtype)
-    with artifact_writer(output, overwrite=overwrite) as tmp:
-        with quiet_transformers(), console.status(f"writing safetensors to {output}"):
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        from swiftkit.loading import serving_info
+    with quiet_transformers(), console.status(f"writing safetensors to {directory}"):
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    from swiftkit.loading import serving_info
 
-        manifest = Manifest(
-            kind="model",
-            stage="import",
-            parents=[str(gguf_file.resolve())],
-            config=config or {},
-            source=_source(info, sha, gguf_file, dtype),
-            metrics={"parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.monotonic() - started, 2)},
-            serving=serving_info(tokenizer, model),
-        )
-        write_manifest(tmp, manifest)
-    final = output.resolve()
+    return Imported(
+        source=_source(info, sha, gguf_file, dtype),
+        serving=serving_info(tokenizer, model),
+        parameters=sum(p.numel() for p in model.parameters()),
+        model_class=type(model).__name__,
+    )
+
+
+def show_import(gguf_file: Path, imported: Imported, seconds: float, artifact: Path) -> None:
+    source = imported.source
     summary(
         f"imported {gguf_file.name}",
         [
-            ("architecture", f"{info.architecture} -> {type(model).__name__}"),
-            ("source quant", f"{info.quant_type} ({', '.join(f'{n} {t}' for t, n in info.tensor_types.items())})"),
-            ("weights", f"dequantized to {dtype}, {manifest.metrics['parameters'] / 1e6:.1f} M parameters"),
-            ("chat template", "from GGUF metadata" if manifest.serving.chat_template else "none in the file"),
-            ("sha256", sha[:16]),
-            ("time", f"{manifest.metrics['seconds']:.1f} s"),
+            ("architecture", f"{source['architecture']} -> {imported.model_class}"),
+            ("source quant", f"{source['quant_type']} ({', '.join(f'{n} {t}' for t, n in source['tensor_types'].items())})"),
+            ("weights", f"dequantized to {source['dtype']}, {imported.parameters / 1e6:.1f} M parameters"),
+            ("chat template", "from GGUF metadata" if imported.serving.chat_template else "none in the file"),
+            ("sha256", source["sha256"][:16]),
+            ("time", f"{seconds:.1f} s"),
         ],
-        artifact=str(final),
+        artifact=str(artifact),
     )
-    return final
 
 
 @contextlib.contextmanager

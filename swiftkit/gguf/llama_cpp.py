@@ -23,6 +23,7 @@ import tarfile
 from importlib import metadata
 from pathlib import Path
 
+from swiftkit.artifacts import swiftkit_home
 from swiftkit.errors import SwiftkitError
 
 CONVERTER = "convert_hf_to_gguf.py"
@@ -53,8 +54,6 @@ def converter_dir(explicit: str | None = None) -> Path:
         if not (root / CONVERTER).is_file():
             raise ExportError(f"{root} is not a llama.cpp source tree (no {CONVERTER})", "point --llama-cpp at a llama.cpp checkout")
         return root
-    from swiftkit.hub.cache import swiftkit_home
-
     version = bindings_version()
     root = swiftkit_home() / "llama.cpp" / version
     if not (root / CONVERTER).is_file():

@@ -13,17 +13,13 @@ from pathlib import Path
 
 from rich.table import Table
 
-from swiftkit.artifacts import read_manifest
+from swiftkit.artifacts import read_manifest, swiftkit_home
 from swiftkit.console import console, out
 from swiftkit.errors import ArtifactError
 from swiftkit.hub.config import DownloadConfig, ModelsConfig
 from swiftkit.hub.download import default_revision, fetch, split_ref
 
 HUBS = ("hf", "modelscope")
-
-
-def swiftkit_home() -> Path:
-    return Path(os.environ.get("SWIFTKIT_HOME") or Path.home() / ".cache" / "swiftkit").expanduser()
 
 
 def cache_path(hub: str, repo_id: str, revision: str | None) -> Path:

@@ -24,6 +24,12 @@ class DownloadConfig(StageConfig):
         description="Only files matching these glob patterns (replaces the default selection).",
     )
     exclude: list[str] = Field(default_factory=list, description="Skip files matching these glob patterns.")
+    gguf_file: str | None = Field(
+        None,
+        description="Download one .gguf (file name, or a quant type such as Q4_K_M) and import it as safetensors "
+        "(default for a repo with only GGUF files: the highest-precision one).",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype a GGUF download is dequantized to.")
     token: str | None = Field(
         None, description="Access token (default: HF_TOKEN / MODELSCOPE_API_TOKEN or a saved login)."
     )

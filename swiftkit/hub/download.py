@@ -59,8 +59,38 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+# For a repo of GGUF files only, the file imported when --gguf-file is not given: the most precise.
+GGUF_PREFERENCE = (
+    "F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1",
+    "IQ4_XS", "IQ4_NL", "Q4_0", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K",
+)
+
+
+def choose_gguf(cfg: DownloadConfig, names: list[str]) -> str | None:
+    """The .gguf file to download and import, or None for a normal (safetensors) download."""
+    ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
+    weights = any(n.endswith((".safetensors", ".bin")) for n in names)
+    if not cfg.gguf_file and (weights or not ggufs or cfg.include):
+        return None
+    if cfg.gguf_file:
+        wanted = cfg.gguf_file.lower()
+        found = [n for n in ggufs if n.lower() == wanted or n.rsplit("/", 1)[-1].lower() == wanted]
+        found = found or [n for n in ggufs if wanted in n.rsplit("/", 1)[-1].lower()]
+    else:
+        found = [n for q in GGUF_PREFERENCE for n in ggufs if q.lower() in n.lower()] or ggufs
+    if not found:
+        raise SwiftkitError(
+            f"no .gguf file matches --gguf-file {cfg.gguf_file}",
+            f"the repo has: {', '.join(ggufs)}" if ggufs else "the repo has no .gguf files",
+        )
+    return found[0]
+
+
 def file_patterns(cfg: DownloadConfig, names: list[str]) -> tuple[list[str], list[str]]:
     """(allow, ignore) globs: the user's --include, else the default selection; plus --exclude."""
+    gguf = choose_gguf(cfg, names)
+    if gguf:
+        return [gguf, "README*", "LICENSE*"], []
     if cfg.include:
         return list(cfg.include), list(cfg.exclude)
     allow, ignore = list(DEFAULT_INCLUDE), list(DEFAULT_EXCLUDE)
@@ -107,6 +137,7 @@ def _download_artifact(
             console.print(f"verifying {len(expected)} files", highlight=False)
             files, checked = verify(tmp, expected)
             shutil.rmtree(tmp / ".cache", ignore_errors=True)  # the clients' resume bookkeeping
+            imported = _import_gguf(tmp, files, cfg.dtype)
             seconds = time.monotonic() - started
             total = sum(f["size"] for f in files.values())
             manifest = Manifest(
@@ -122,9 +153,10 @@ def _download_artifact(
                     "endpoint": endpoint,
                     "files": files,
                     "verification": {"passed": True, **checked},
+                    **({"gguf": imported.source} if imported else {}),
                 },
                 metrics={"files": len(files), "bytes": total, "seconds": round(seconds, 2)},
-                serving=serving_from_files(tmp),
+                serving=imported.serving if imported else serving_from_files(tmp),
             )
             write_manifest(tmp, manifest)
     except BaseException:
@@ -144,6 +176,19 @@ def _download_artifact(
         artifact=str(final),
     )
     return final
+
+
+def _import_gguf(tmp: Path, files: dict[str, dict], dtype: str):
+    """A downloaded (and verified) .gguf is kept under gguf/ and imported beside it as safetensors."""
+    name = next((n for n in files if n.lower().endswith(".gguf")), None)
+    if name is None:
+        return None
+    from swiftkit.gguf.importer import dequantize_into  # lazy: imports torch and transformers
+
+    kept = tmp / "gguf" / Path(name).name
+    kept.parent.mkdir(exist_ok=True)
+    os.replace(tmp / name, kept)
+    return dequantize_into(kept, tmp, dtype)
 
 
 def default_revision(hub: str) -> str:

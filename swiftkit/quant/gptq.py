@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import os
 import tempfile
@@ -47,7 +48,10 @@ def quantize_gptqmodel(
     with _logs_outside_cwd():
         model.quantize(calibration, batch_size=1, backend=backend or BACKEND.AUTO, calibration_data_min_length=1)
     reference = logits(_ready_for_inference(model.model), probe)
-    model.save(str(output))
+    # GPTQModel's save() print()s the file list and both config JSONs (hundreds of lines); the
+    # summary table says what was written.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.save(str(output))
     return reference
 
 

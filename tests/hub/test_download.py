@@ -171,3 +171,28 @@ def test_unreachable_hf_falls_back_to_modelscope_then_reports_both(tmp_path, hub
     assert proc.returncode == 2
     line = _error_line(proc)
     assert "cannot connect to http://127.0.0.1:9" in line and "trying modelscope" in proc.stderr
+
+
+@pytest.mark.real
+def test_gguf_repo_downloads_one_file_and_imports_it(tmp_path, hub, hub_env, smollm2_gguf):
+    from tests.hub.fake_hub import FakeRepo
+
+    real = smollm2_gguf.read_bytes()
+    hub.repos["org/smol-gguf"] = FakeRepo(
+        {"SmolLM2-135M-Instruct.Q4_1.gguf": real, "SmolLM2-135M-Instruct.Q2_K.gguf": b"not a gguf" * 100, "README.md": b"# smol\n"}
+    )
+    out = tmp_path / "smol"
+    proc = run_cli("download", "org/smol-gguf", "--output", out, "--endpoint", hub.url, env=hub_env)
+    assert proc.returncode == 0, proc.stderr
+    # The most precise file is chosen by itself (Q4_1 over Q2_K), verified, kept, and imported beside it.
+    assert not any(p.endswith("Q2_K.gguf") for _, p, _ in hub.requests)
+    assert (out / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes() == real
+    manifest = json.loads((out / "swiftkit.json").read_text())
+    assert manifest["source"]["gguf"]["sha256"] == hashlib.sha256(real).hexdigest()
+    assert manifest["source"]["gguf"]["quant_type"] == "Q4_1" and (out / "model.safetensors").is_file()
+    assert manifest["serving"]["eos_token"] == "<|im_end|>"
+
+    proc = run_cli("download", "org/smol-gguf", "--gguf-file", "Q2_K", "--output", tmp_path / "bad", "--endpoint", hub.url, env=hub_env)
+    assert proc.returncode == 2 and "not a readable GGUF file" in _error_line(proc)
+    proc = run_cli("download", "org/smol-gguf", "--gguf-file", "IQ1_S", "--output", tmp_path / "none", "--endpoint", hub.url, env=hub_env)
+    assert proc.returncode == 2 and "no .gguf file matches --gguf-file IQ1_S" in _error_line(proc)
