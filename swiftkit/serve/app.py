@@ -248,7 +248,8 @@ def create_app(state: ServerState) -> FastAPI:
     async def version() -> dict:
         return {"version": __version__}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}})
     async def metrics() -> Response:
         state.metrics.queue_depth.set(state.engine.queue_depth())
         state.metrics.running.set(state.engine.num_running())
