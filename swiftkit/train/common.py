@@ -85,8 +85,6 @@ def _check_output(cfg: TrainConfig) -> None:
 
 
 def _check_distributed(cfg: TrainConfig) -> None:
-    if cfg.nproc < 1:
-        raise SwiftkitError("--nproc must be at least 1")
     if cfg.distributed == "ddp":
         return
     if cfg.method != "full":
