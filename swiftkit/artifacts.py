@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from swiftkit import __version__
-from swiftkit.errors import ArtifactError
+from swiftkit.errors import ArtifactError, disk_full_is_one_line
 from swiftkit.locks import output_lock
 
 SCHEMA_VERSION = 1
@@ -140,7 +140,9 @@ def artifact_writer(output: str | Path, overwrite: bool = False, keep_partial: b
         tmp = partial_dir(final)
         tmp.mkdir(parents=True, exist_ok=True)
         try:
-            yield tmp
+            # Inside the try: a full disk is reported (with the space left) before the partial dir is removed.
+            with disk_full_is_one_line(final):
+                yield tmp
             if not (tmp / MANIFEST).is_file():
                 raise ArtifactError(f"internal error: stage finished without writing {MANIFEST}")
         except BaseException:

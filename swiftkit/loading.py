@@ -45,6 +45,22 @@ def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False):
     return tokenizer
 
 
+def check_weights(mref: ModelRef) -> None:
+    """Open every safetensors header of the model and its adapters: a truncated or damaged file is one
+    line naming it, before anything is loaded or written."""
+    from safetensors import SafetensorError, safe_open
+
+    for folder in (mref.base_path, *mref.adapters):
+        for file in sorted(folder.glob("*.safetensors")):
+            try:
+                with safe_open(file, "pt"):
+                    pass
+            except (SafetensorError, OSError) as exc:
+                raise ArtifactError(
+                    f"{file}: not a readable safetensors file ({exc})", "it is truncated or damaged: download or rebuild it"
+                ) from None
+
+
 def load_model(
     ref: str | Path | ModelRef,
     dtype: str = "auto",
@@ -61,6 +77,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     mref = ref if isinstance(ref, ModelRef) else resolve_model_ref(ref)
+    check_weights(mref)
     model = AutoModelForCausalLM.from_pretrained(
         mref.base_path, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code, **from_pretrained
     )

@@ -29,14 +29,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> Non
         assert text in lines[errors[0]], proc.stderr
 
 
-def test_truncated_safetensors_model_is_one_line(toy_model, tmp_path):
+@pytest.mark.parametrize("command", ["sft", "quantize", "eval"])
+def test_truncated_safetensors_model_is_one_line(toy_model, tmp_path, command):
     """Before: internal error: SafetensorError: Error while deserializing header: invalid header length."""
     model = tmp_path / "model"
     shutil.copytree(toy_model, model, ignore=shutil.ignore_patterns("task"))
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted download
     out = tmp_path / "out"
-    proc = run_cli("sft", "--model", model, "--data", f"{toy_model}/task/sft.jsonl#40", "--output", out, env=WIDE)
+    args = {
+        "sft": ["--data", f"{toy_model}/task/sft.jsonl#40"],
+        "quantize": ["--method", "bnb-int8", "--data", f"{toy_model}/task/calib.txt"],
+        "eval": ["--tasks", "toy_arithmetic", "--data-dir", f"{toy_model}/task", "--limit", "2"],
+    }[command]
+    proc = run_cli(command, "--model", model, *args, "--output", out, env=WIDE)
     assert_one_line_error(proc, f"{weights}: not a readable safetensors file")
     assert not out.exists()
 

@@ -198,7 +198,7 @@ def prepare_data(cfg: TrainConfig, mref: ModelRef, kind: Kind) -> tuple[Any, Tra
     """The tokenizer (with --template applied), the training data and the --eval-data, normalised and
     length-checked. Runs before the artifact folder exists, so bad data leaves nothing behind at --output.
     """
-    from swiftkit.loading import load_tokenizer
+    from swiftkit.loading import check_weights, load_tokenizer
 
     check_weights(mref)
     data = load_training_data(cfg.data, kind, cfg.columns, cfg.seed)
@@ -211,22 +211,6 @@ def prepare_data(cfg: TrainConfig, mref: ModelRef, kind: Kind) -> tuple[Any, Tra
         raise SwiftkitError(f"{mref.ref} has no chat template", "pass --template FILE (a Jinja chat template)")
     data = drop_overlength(data, tokenizer, cfg.max_length, kind)
     return tokenizer, data, drop_overlength(held, tokenizer, cfg.max_length, kind) if held else None
-
-
-def check_weights(mref: ModelRef) -> None:
-    """Open every safetensors header of the model and its adapters: a truncated or damaged file is one
-    line naming it, before anything is loaded or written."""
-    from safetensors import SafetensorError, safe_open
-
-    for folder in (mref.base_path, *mref.adapters):
-        for file in sorted(folder.glob("*.safetensors")):
-            try:
-                with safe_open(file, "pt"):
-                    pass
-            except (SafetensorError, OSError) as exc:
-                raise ArtifactError(
-                    f"{file}: not a readable safetensors file ({exc})", "it is truncated or damaged: download or rebuild it"
-                ) from None
 
 
 def split(cfg: TrainConfig, data: TrainingData, held: TrainingData | None) -> tuple[list[dict], list[dict]]:

@@ -20,7 +20,7 @@ from swiftkit.artifacts import (
     write_manifest,
 )
 from swiftkit.console import console, summary
-from swiftkit.errors import SwiftkitError, disk_full_is_one_line
+from swiftkit.errors import SwiftkitError
 from swiftkit.resolve import resolve_model_ref
 from swiftkit.train.config import MergeConfig
 
@@ -40,8 +40,8 @@ def run(cfg: MergeConfig) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from swiftkit.loading import load_tokenizer, serving_info, torch_dtype
-    from swiftkit.train.common import check_weights, quiet_workers
+    from swiftkit.loading import check_weights, load_tokenizer, serving_info, torch_dtype
+    from swiftkit.train.common import quiet_workers
 
     quiet_workers()
     started = time.time()
@@ -62,8 +62,7 @@ def run(cfg: MergeConfig) -> Path:
     output = Path(cfg.output or default_output("merge"))
     tokenizer = load_tokenizer(mref, cfg.trust_remote_code)
 
-    # The disk check inside the writer: it measures the free space before the writer clears its folder.
-    with artifact_writer(output, overwrite=cfg.overwrite) as tmp, disk_full_is_one_line(output):
+    with artifact_writer(output, overwrite=cfg.overwrite) as tmp:  # a full disk there is one line (artifact_writer)
         model = AutoModelForCausalLM.from_pretrained(mref.base_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
         if quantization:
             model = _dequantize(model, mref.base_path)

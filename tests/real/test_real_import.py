@@ -30,7 +30,8 @@ def test_import_equals_transformers_gguf_load(smollm2, smollm2_gguf):
     ours = AutoModelForCausalLM.from_pretrained(smollm2)
     theirs = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(smollm2)
-    text = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         a, b = ours(ids).logits, theirs(ids).logits

@@ -228,3 +228,14 @@ def test_full_disk_in_merge_is_one_line(toy_model, tmp_path, small_disk):
     proc = run_cli("merge", "--model", adapter, "--output", out, env=WIDE)
     assert_one_line_error(proc, f"disk full while writing {out}", "MiB free there now")
     assert not out.exists() and not partial_dir(out).exists()
+
+
+def test_full_disk_in_quantize_is_one_line(toy_model, small_disk):
+    """Every stage's artifact_writer reports a full disk. Before: internal error: SafetensorError ... os error 28."""
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 100_000))  # leave 100 kB
+    out = small_disk / "q"
+    calib = f"{toy_model}/task/calib.txt"
+    proc = run_cli("quantize", "--model", toy_model, "--method", "bnb-int8", "--data", calib, "--output", out, env=WIDE)
+    assert_one_line_error(proc, "disk full while writing", "free there now")
+    assert not out.exists() and not partial_dir(out).exists()
