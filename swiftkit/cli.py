@@ -137,6 +137,12 @@ def _register() -> None:
     )
     stage_command("sft", SFTConfig, "swiftkit.train.sft:run", "Supervised fine-tuning: LoRA (default), QLoRA or full, on TRL's SFTTrainer.")
     stage_command("dpo", DPOConfig, "swiftkit.train.dpo:run", "Preference training (DPO and other TRL losses) on a base or SFT artifact.")
+    from swiftkit.train.config import KTOConfig, ORPOConfig, RewardModelConfig, SimPOConfig
+
+    stage_command("kto", KTOConfig, "swiftkit.train.kto:run", "KTO on unpaired good/bad feedback or split pairs; reference = the input.")
+    stage_command("orpo", ORPOConfig, "swiftkit.train.reference_free:run_orpo", "ORPO: reference-free preference training.")
+    stage_command("simpo", SimPOConfig, "swiftkit.train.reference_free:run_simpo", "SimPO: reference-free preference training.")
+    stage_command("rm", RewardModelConfig, "swiftkit.train.rm:run", "Reward model from preference pairs; held-out pair accuracy.")
     stage_command("merge", MergeConfig, "swiftkit.train.merge:run", "Merge a LoRA adapter (or adapter chain) into its base, verified.")
     stage_command(
         "quantize",

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from swiftkit.console import console
-from swiftkit.data.formats import apply_column_map, parse_column_map, to_conversation, to_preference
+from swiftkit.data.formats import apply_column_map, parse_column_map, to_conversation, to_feedback, to_preference
 from swiftkit.data.sources import load_rows, parse_source
 from swiftkit.errors import DataError
 
-Kind = Literal["sft", "preference"]
+# feedback: KTO rows, labelled prompt/completion or prompt/chosen/rejected pairs.
+Kind = Literal["sft", "preference", "feedback"]
 
 
 @dataclass
@@ -54,7 +55,7 @@ def load_training_data(
     if not specs:
         raise DataError("no --data given", "pass --data FILE.jsonl (repeat for several sources)")
     mapping = parse_column_map(columns or [])
-    convert = to_conversation if kind == "sft" else to_preference
+    convert = {"sft": to_conversation, "preference": to_preference, "feedback": to_feedback}[kind]
     rows = []
     for spec in specs:
         source = parse_source(spec)
@@ -92,6 +93,8 @@ def drop_overlength(data: TrainingData, tokenizer, max_length: int, kind: Kind) 
     for row in data.rows:
         if kind == "sft":
             conversations = [row["messages"]]
+        elif "completion" in row:
+            conversations = [row["prompt"] + row["completion"]]
         else:
             conversations = [row["prompt"] + row["chosen"], row["prompt"] + row["rejected"]]
         if max(_rendered_length(tokenizer, c) for c in conversations) <= max_length:

@@ -10,6 +10,7 @@ SFT rows become `{"messages": [...]}` (conversational); preference rows become
 - preferences `prompt` / `chosen` / `rejected` (strings or message lists)
 - hh-rlhf transcripts: only `chosen` / `rejected`, each "\\n\\nHuman: ...\\n\\nAssistant: ..."; the prompt is
   their shared prefix.
+- KTO feedback `prompt` / `completion` / `label` (desirable or not); a KTO source may also hold preference rows.
 
 Every problem raises a `DataError` naming the row (`Row.where`) and what is wrong.
 """
@@ -128,6 +129,40 @@ def to_preference(row: Row) -> dict[str, Messages]:
     if prompt[-1]["role"] == "assistant":
         raise DataError(f"{row.where}: the prompt must end with a user (or tool) turn, not an assistant turn")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def to_feedback(row: Row) -> dict[str, Any]:
+    """A KTO row: unpaired `prompt` / `completion` / `label` (bool), or a preference row kept as a pair
+    (kto.py splits pairs into a desirable and an undesirable row after the held-out split)."""
+    v = row.values
+    if "label" not in v:
+        if "chosen" in v and "rejected" in v:
+            return to_preference(row)
+        raise DataError(
+            f"{row.where}: KTO data needs prompt/completion/label or prompt/chosen/rejected columns "
+            f"(has: {', '.join(v) or 'nothing'})",
+            "map yours with --columns ours=theirs",
+        )
+    if "prompt" not in v or "completion" not in v:
+        raise DataError(f"{row.where}: a labelled row needs prompt and completion columns (has: {', '.join(v)})")
+    prompt = _as_turns(v["prompt"], "user", row, "prompt")
+    completion = _as_turns(v["completion"], "assistant", row, "completion")
+    _check_conversation(prompt, row, "prompt", ends_with_assistant=False)
+    if any(m["role"] != "assistant" for m in completion):
+        raise DataError(f"{row.where}: completion must be assistant turn(s) after the prompt")
+    _check_conversation(prompt + completion, row, "completion")
+    return {"prompt": prompt, "completion": completion, "label": _label(v["label"], row)}
+
+
+def _label(value: Any, row: Row) -> bool:
+    # CSV readers give "true"/"1" strings, parquet and JSON give booleans or 0/1.
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise DataError(f"{row.where}: label must be true or false (desirable or not), got {value!r}")
 
 
 def _text(value: Any, row: Row, column: str) -> str:

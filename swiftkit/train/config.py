@@ -86,3 +86,28 @@ class DPOConfig(TrainConfig):
 class MergeConfig(ModelStageConfig):
     dequantize: bool = Field(False, description="Allow merging into a quantized base by dequantizing it.")
     tolerance: float = Field(1e-3, ge=0, description="Max allowed |merged - (base+adapter)| logit difference.")
+
+
+class KTOConfig(TrainConfig):
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(4, ge=2, description="Per-device batch size (KTO estimates its KL term within a batch: at least 2).")
+    beta: float = Field(0.1, gt=0, description="KTO beta (strength of the anchor to the reference).")
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="TRL KTO loss: kto or apo_zero_unpaired.")
+    desirable_weight: float = Field(1.0, gt=0, description="Weight of the desirable rows' loss (balance unequal counts).")
+    undesirable_weight: float = Field(1.0, gt=0, description="Weight of the undesirable rows' loss.")
+
+
+class ORPOConfig(TrainConfig):
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    beta: float = Field(0.1, gt=0, description="ORPO lambda: weight of the odds-ratio term next to the NLL on chosen.")
+
+
+class SimPOConfig(TrainConfig):
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    beta: float = Field(2.0, gt=0, description="SimPO beta: scale of the length-normalised reward.")
+    gamma: float = Field(0.5, ge=0, description="SimPO target reward margin (TRL simpo_gamma).")
+    sft_weight: float = Field(0.0, ge=0, description="Weight of an NLL term on the chosen reply (TRL cpo_alpha; 0: pure SimPO).")
+
+
+class RewardModelConfig(TrainConfig):
+    eval_split: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs held out for the pair accuracy (0 disables).")
