@@ -31,6 +31,7 @@ from swiftkit.serve.generation import (
     check_json_size,
     check_limits,
     check_prompt,
+    check_prompt_chars,
     check_request_tokens,
     sampling_params,
     until_disconnect,
@@ -375,6 +376,7 @@ def _prepare_chat(state: ServerState, body: ChatCompletionRequest, default_max: 
     named = choice.function["name"] if isinstance(choice, NamedToolChoice) else None
     prompt = served.render_chat(chat_messages(body), tools=tools if choice != "none" else None,
                                 add_generation_prompt=body.add_generation_prompt, extra=body.chat_template_kwargs)
+    check_prompt_chars(prompt, served, "messages")
     prompt_ids = served.encode(prompt, add_special_tokens=False)
     check_prompt(prompt_ids, served.max_model_len, "messages")
     constraint = None
@@ -554,10 +556,12 @@ def _delta_calls(calls) -> list[DeltaToolCall]:
 def _prompts(state: ServerState, prompt) -> list[list[int]]:
     served = state.served
     if isinstance(prompt, str):
-        return [served.encode(prompt, add_special_tokens=True)]
-    if all(isinstance(p, int) for p in prompt):
+        prompt = [prompt]
+    elif all(isinstance(p, int) for p in prompt):
         return [list(prompt)]
     if all(isinstance(p, str) for p in prompt):
+        for p in prompt:
+            check_prompt_chars(p, served, "prompt")
         return [served.encode(p, add_special_tokens=True) for p in prompt]
     return [list(p) for p in prompt]
 

@@ -32,6 +32,14 @@ class Choice:
     stop_reason: str | int | None = None
 
 
+def check_prompt_chars(text: str, served, param: str) -> None:
+    if len(text) > served.max_prompt_chars:
+        raise BadRequest(
+            f"the prompt is {len(text)} characters; this model's context of {served.max_model_len} tokens holds "
+            f"no more than {served.max_prompt_chars}", param=param, code="context_length_exceeded",
+        )
+
+
 def check_prompt(prompt_ids: list[int], max_model_len: int, param: str) -> None:
     if not prompt_ids:
         raise BadRequest("the prompt is empty", param=param)

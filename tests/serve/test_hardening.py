@@ -280,6 +280,18 @@ def test_huge_prompt_does_not_block_health(server, http):
     assert len(gaps) >= 3 and max(gaps) < 1.0, gaps
 
 
+def test_prompt_far_beyond_the_context_is_refused_before_tokenizing(http):
+    """A 7 MB prompt took 12 s of CPU and grew the server by 1.4 GB just to learn it does not fit."""
+    text = "1 + 2 = 3\n" * 700_000
+    for route, body, param in (("/v1/completions", {"model": "toy", "prompt": text, "max_tokens": 1}, "prompt"),
+                               ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": text}]},
+                                "messages")):
+        started = time.perf_counter()
+        err = assert_error(http.post(route, json=body), 400)
+        assert err["code"] == "context_length_exceeded" and err["param"] == param
+        assert time.perf_counter() - started < 2
+
+
 # ------------------------------------------------------------------------------ client mistakes are 400s
 SURROGATE = "\ud800"  # a lone surrogate: valid JSON escape, not valid Unicode
 
@@ -472,5 +484,76 @@ def test_schemathesis_finds_no_5xx(toy_model, tmp_path):
         assert run.returncode == 0, run.stdout[-6000:]
         assert srv.proc.poll() is None and httpx.get(srv.url + "/health").status_code == 200
         assert "internal error" not in srv.log.read_text()
+    finally:
+        stop_server(srv)
+
+
+# ------------------------------------------------------------------------------ soak
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+SOAK_REQUESTS = 1000
+SOAK_RSS_GROWTH_MB = 150  # per process, after a warm-up; a leak per request would pass it within the run
+
+
+def test_soak_keeps_memory_flat_and_frees_every_slot(toy_model, tmp_path):
+    """A bounded soak of mixed traffic (completions, chats with a schema, streams cut off by the client,
+    client mistakes, embeddings, a 7 MB prompt) through the engine process: memory stays within a
+    stated bound and every slot is free at the end."""
+    srv = start_server(["--model", str(toy_model), "--served-model-name", "toy", "--dtype", "float32",
+                        "--max-model-len", "256", "--max-num-seqs", "8", "--max-queue", "64"], tmp_path / "server.log")
+    schema = {"type": "object", "properties": {"x": {"type": "boolean"}}, "required": ["x"]}
+    kinds = [
+        ("/v1/completions", {"model": "toy", "prompt": "1 + 2 =", "max_tokens": 8}),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": 12, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}),
+        ("stream", {"model": "toy", "prompt": "1 + 2 =", "max_tokens": 200, "ignore_eos": True, "stream": True}),
+        ("/v1/chat/completions", {**CHAT, "top_k": 10**30}),
+        ("/v1/embeddings", {"model": "toy", "input": ["1 + 2 = 3", "4 + 4 = 8"]}),
+        ("/v1/completions", {"model": "toy", "prompt": "1 + 2 = 3\n" * 700_000, "max_tokens": 1}),
+        ("/tokenize", {"prompt": "1 + 2 = 3\n" * 2000}),
+    ]
+
+    async def one(c: httpx.AsyncClient, i: int) -> int:
+        route, body = kinds[i % len(kinds)]
+        if route == "stream":
+            async with c.stream("POST", "/v1/completions", json=body) as r:
+                async for _ in r.aiter_lines():
+                    break  # the client goes away mid-stream
+                return r.status_code
+        return (await c.post(route, json=body)).status_code
+
+    async def burst(n: int) -> list[int]:
+        sem = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(base_url=srv.url, timeout=120) as c:
+            async def limited(i: int) -> int:
+                async with sem:
+                    return await one(c, i)
+            return await asyncio.gather(*(limited(i) for i in range(n)))
+
+    try:
+        child = engine_pid(srv.proc.pid)
+        asyncio.run(burst(60))  # warm-up: caches, arenas, compiled grammars
+        before = rss_mb(srv.proc.pid), rss_mb(child)
+        started = time.perf_counter()
+        statuses = asyncio.run(burst(SOAK_REQUESTS))
+        took = time.perf_counter() - started
+        assert 500 not in statuses and set(statuses) <= {200, 400}, sorted(set(statuses))
+        deadline = time.monotonic() + 10
+        while (srv.metric("swiftkit_running_requests") or srv.metric("swiftkit_queue_depth")) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert srv.metric("swiftkit_running_requests") == 0 and srv.metric("swiftkit_queue_depth") == 0
+        after = rss_mb(srv.proc.pid), rss_mb(child)
+        print(f"soak: {SOAK_REQUESTS} requests in {took:.1f} s; RSS server {before[0]:.0f} -> {after[0]:.0f} MB, "
+              f"engine {before[1]:.0f} -> {after[1]:.0f} MB")
+        assert after[0] - before[0] < SOAK_RSS_GROWTH_MB and after[1] - before[1] < SOAK_RSS_GROWTH_MB
+        r = httpx.post(srv.base_url + "/completions", json={"model": "toy", "prompt": "1 + 2 =", "max_tokens": 3,
+                                                             "ignore_eos": True})
+        assert r.json()["usage"]["completion_tokens"] == 3
     finally:
         stop_server(srv)
