@@ -151,14 +151,19 @@ class ChoiceRun:
         self._merged = merged
 
         async def pump(i: int, stream) -> None:
-            async for out in stream:
-                await merged.put((i, out))
+            try:
+                async for out in stream:
+                    await merged.put((i, out))
+            except Exception as exc:  # e.g. the engine died: the request fails as a whole, not hangs
+                await merged.put((i, exc))
 
         tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(self.streams)]
         try:
             pending = len(tasks)
             while pending:
                 i, out = await merged.get()
+                if isinstance(out, Exception):
+                    raise out
                 if out.finished:
                     pending -= 1
                 yield self._update(i, out), out

@@ -227,11 +227,15 @@ def test_dead_engine_fails_fast_with_503_and_the_server_exits(toy_model, tmp_pat
             with client.stream("POST", "/v1/completions", json={**LONG, "max_tokens": 900, "stream": True}) as r:
                 results["stream"] = [line for line in r.iter_lines() if line]
 
-        threads = [threading.Thread(target=in_flight), threading.Thread(target=in_flight_stream)]
+        def in_flight_n():  # n choices: each stream fails, the request as a whole answers
+            results["n"] = client.post("/v1/chat/completions", json={**CHAT, "n": 3, "max_tokens": 900,
+                                                                     "ignore_eos": True})
+
+        threads = [threading.Thread(target=f) for f in (in_flight, in_flight_stream, in_flight_n)]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 10
-        while srv.metric("swiftkit_running_requests") < 2 and time.monotonic() < deadline:
+        while srv.metric("swiftkit_running_requests") < 5 and time.monotonic() < deadline:
             time.sleep(0.02)
         killed = time.monotonic()
         os.kill(engine_pid(srv.proc.pid), signal.SIGKILL)
@@ -241,6 +245,7 @@ def test_dead_engine_fails_fast_with_503_and_the_server_exits(toy_model, tmp_pat
         plain = results["plain"]
         assert_error(plain, 503, "service_unavailable")
         assert plain.json()["error"]["code"] == "engine_dead"
+        assert_error(results["n"], 503, "service_unavailable")
         last = json.loads(results["stream"][-1].removeprefix("data: "))
         assert last["error"]["type"] == "service_unavailable", results["stream"][-3:]
         try:  # until it has exited, nothing calls the server healthy or lets a request in
