@@ -29,6 +29,9 @@ SUMMARY_ROWS = (("eval_loss", "held-out loss"), ("pair_accuracy", "held-out pair
 def run(cfg: RewardModelConfig) -> Path:
     if cfg.method == "qlora":
         raise SwiftkitError("swiftkit rm trains with --method lora or full", "a 4-bit base with a new head is not supported yet")
+    if cfg.distributed != "ddp":
+        # The merged head model is saved by rank 0 alone, which needs every weight on it (not sharded).
+        raise SwiftkitError(f"swiftkit rm does not support --distributed {cfg.distributed} yet", "use ddp (the default)")
     with common.start(cfg, "rm") as (cfg, should_train):
         if should_train:
             _train(cfg)

@@ -96,8 +96,8 @@ def test_reward_model_scores_heldout_pairs(toy_model, sft_adapter, tmp_path):
     m = manifest(out)
     metrics = m["metrics"]
     _assert_trained(metrics)
-    # A fresh head starts near chance; 30 steps take the held-out pair accuracy well above it.
-    assert metrics["pair_accuracy_after"] >= 0.8 and metrics["pair_accuracy_after"] > metrics["pair_accuracy_before"], metrics
+    # 30 steps take the held-out pair accuracy well above chance (0.5; measured 0.81, docs/align.md).
+    assert metrics["pair_accuracy_after"] >= 0.75 and metrics["pair_accuracy_after"] > metrics["pair_accuracy_before"], metrics
     assert metrics["reward_margin_after"] > 1.0, metrics
     # A standalone sequence-classification model (LoRA and head merged), with its lineage.
     assert m["kind"] == "model" and m["stage"] == "rm" and m["task"] == "reward"
