@@ -133,3 +133,15 @@ def test_bad_data_is_one_line(stage, row, message, toy_model, tmp_path):
 def test_kto_needs_two_rows_a_batch(toy_model, tmp_path):
     proc = run_cli("kto", "--model", toy_model, "--data", f"{toy_model}/task/dpo.jsonl#8", "--batch-size", "1", "--output", tmp_path / "o")
     assert proc.returncode == 2 and "batch" in proc.stderr.lower(), proc.stderr
+
+
+@pytest.mark.parametrize("stage", ["kto", "rm"])
+def test_full_fine_tuning_writes_a_model(stage, toy_model, sft_adapter, tmp_path):
+    # kto --method full keeps a second frozen copy as its reference; rm trains every weight and its head.
+    out = tmp_path / stage
+    data = f"{toy_model}/task/dpo.jsonl#32"
+    args = "--method full --max-steps 4 --batch-size 4 --eval-split 0.25"
+    run_cli(stage, "--model", sft_adapter, "--data", data, *args.split(), "--output", out, check=True)
+    m = manifest(out)
+    assert m["kind"] == "model" and m["parents"] == [str(sft_adapter)] and m["adapter_chain"] == []
+    assert math.isfinite(m["metrics"]["train_loss"]) and (out / "model.safetensors").is_file()
