@@ -101,3 +101,11 @@ def test_lora_sft_lowers_heldout_loss_and_merged_model_answers(smollm2, shared_d
     tok = AutoTokenizer.from_pretrained(merged)
     answer = _greedy(AutoModelForCausalLM.from_pretrained(merged), tok, "What is the capital of France?", 16)
     assert "Paris" in answer, answer
+
+    # export takes the adapter itself: merged in memory, and llama.cpp must reproduce that merged model.
+    gguf = tmp_path / "gguf"
+    proc = run_cli("export", "--model", sft, "--quant", "f16", "--verify-prompts", "4", "--output", gguf)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exported = json.loads((gguf / "swiftkit.json").read_text())["export"]
+    check = exported["files"]["f16"]["verification"]
+    assert check["greedy_equal"] + check["greedy_near_ties"] == 4 and exported["merged_adapters"] == [str(sft.resolve())]
