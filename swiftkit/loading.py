@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +95,25 @@ def load_model(
                 model = model.merge_and_unload()
     model.eval()
     return model, load_tokenizer(mref, trust_remote_code), mref
+
+
+@contextlib.contextmanager
+def full_weights_dir(ref: ModelRef, model, tokenizer) -> Iterator[Path]:
+    """A HF-format directory of the full weights `model` holds: the base itself, or (for an adapter chain)
+    the merged model written to a temp dir. For tools that read a directory (GPTQModel, llama.cpp's converter):
+    handing them the base of an un-merged LoRA would silently drop the fine-tuning.
+    """
+    if not ref.adapters:
+        yield ref.base_path
+        return
+    from swiftkit.console import console
+
+    with tempfile.TemporaryDirectory(prefix="swiftkit-merged-") as tmp:
+        with console.status(f"writing the merged model ({len(ref.adapters)} adapter(s))"):
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        del model  # the caller drops its reference too, so the full-precision weights can be freed
+        yield Path(tmp)
 
 
 def serving_info(tokenizer, model=None, stop: list[str] | None = None) -> ServingInfo:

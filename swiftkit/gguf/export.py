@@ -7,15 +7,12 @@ failed check moves the files and report to `<output>.failed/` with no manifest.
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from rich.table import Table
 
-from swiftkit.artifacts import Manifest, ModelRef, artifact_writer, default_output, keep_failed, sha256_file, write_manifest
+from swiftkit.artifacts import Manifest, artifact_writer, default_output, keep_failed, sha256_file, write_manifest
 from swiftkit.console import console
 from swiftkit.errors import ArtifactError, SwiftkitError
 from swiftkit.gguf.config import EXPORT_QUANTS, ExportConfig
@@ -37,7 +34,7 @@ def run(cfg: ExportConfig) -> Path:
     from transformers.utils import logging as hf_logging
 
     from swiftkit.gguf.verify import agreement, failures, reference
-    from swiftkit.loading import load_model, serving_info
+    from swiftkit.loading import full_weights_dir, load_model, serving_info
 
     hf_logging.disable_progress_bar()  # the status lines replace transformers' per-load bars
     with console.status("loading the model (adapters merged) as the reference, in float32"):
@@ -49,7 +46,7 @@ def run(cfg: ExportConfig) -> Path:
     context = getattr(model.config, "max_position_embeddings", None)
 
     files: dict[str, dict] = {}
-    with artifact_writer(output, overwrite=cfg.overwrite) as tmp, _full_weights_dir(mref, model, tokenizer) as source:
+    with artifact_writer(output, overwrite=cfg.overwrite) as tmp, full_weights_dir(mref, model, tokenizer) as source:
         del model
         name = output.resolve().name
         f16 = tmp / f"{name}-f16.gguf"
@@ -117,19 +114,6 @@ def _check_quants(requested: list[str]) -> list[str]:
     if unknown or not quants:
         raise SwiftkitError(f"unknown --quant {', '.join(unknown) or '(none)'}", f"choose from {', '.join(EXPORT_QUANTS)}")
     return quants
-
-
-@contextlib.contextmanager
-def _full_weights_dir(ref: ModelRef, model, tokenizer) -> Iterator[Path]:
-    """The HF-format directory the converter reads: the model itself, or the adapter chain merged into it."""
-    if not ref.adapters:
-        yield ref.base_path
-        return
-    with tempfile.TemporaryDirectory(prefix="swiftkit-merged-") as tmp:
-        with console.status(f"writing the merged model ({len(ref.adapters)} adapter(s)) for the converter"):
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        yield Path(tmp)
 
 
 def _show(files: dict[str, dict], ppl_reference: float) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -51,7 +49,7 @@ def run(cfg: QuantizeConfig) -> Path:
 
     import torch
 
-    from swiftkit.loading import load_model, load_tokenizer, serving_info, torch_dtype
+    from swiftkit.loading import full_weights_dir, load_model, load_tokenizer, serving_info, torch_dtype
     from swiftkit.quant.calibration import build_text_set
     from swiftkit.quant.verify import (
         VerificationFailed,
@@ -90,7 +88,7 @@ def run(cfg: QuantizeConfig) -> Path:
         parent_ppl = perplexity(parent, texts.eval_windows)
     serving = ref.manifest.serving if ref.manifest and ref.manifest.serving else serving_info(tokenizer, parent)
 
-    with _full_weights_dir(ref, parent, tokenizer) as source:
+    with full_weights_dir(ref, parent, tokenizer) as source:
         del parent
         size_before = checkpoint_bytes(source)
         linear_before = linear_weight_bytes(source, modules)
@@ -246,23 +244,6 @@ def _check_model(cfg: QuantizeConfig, model, modules: list[str]) -> None:
                 f"--group-size {cfg.group_size} does not divide the input width {width} of {name}",
                 f"use --group-size {divisors[-1]}" if divisors else "use --group-size -1 (one group per row)",
             )
-
-
-@contextlib.contextmanager
-def _full_weights_dir(ref: ModelRef, model, tokenizer) -> Iterator[Path]:
-    """A directory with the full weights to quantize: the model itself, or the adapter chain merged into it.
-
-    Quantizing the base of an un-merged LoRA would silently drop the fine-tuning.
-    """
-    if not ref.adapters:
-        yield ref.base_path
-        return
-    with tempfile.TemporaryDirectory(prefix="swiftkit-merged-") as tmp:
-        with console.status(f"writing the merged model ({len(ref.adapters)} adapter(s))"):
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        del model  # the caller drops its reference too, so the full-precision weights can be freed
-        yield Path(tmp)
 
 
 def _quantize(cfg: QuantizeConfig, source: Path, output: Path, samples: list[list[int]], probe, dtype):
