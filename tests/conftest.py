@@ -45,7 +45,8 @@ def toy_model() -> Path:
     path = ROOT / ".cache" / f"toy-{digest}"
     path.parent.mkdir(exist_ok=True)
     # Several pytest processes (xdist, parallel sessions) may ask at once: one builds, the rest wait.
-    with open(path.parent / f".toy-{digest}.lock", "w") as lock:
+    # (Not `.toy-*.lock`: that name is swiftkit's own output lock, which the build itself takes.)
+    with open(path.parent / f".toy-{digest}.building", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (path / "swiftkit.json").is_file():
             run_cli("toy", path, "--overwrite", check=True, timeout=1800)
