@@ -122,3 +122,20 @@ def smollm2(smollm2_gguf: Path) -> Path:
         if not (path / "swiftkit.json").is_file():
             run_cli("import", smollm2_gguf, "--output", path, "--overwrite", check=True, timeout=900)
     return path
+
+
+WIDE = {"COLUMNS": "400"}  # rich wraps at 80 columns otherwise; one error must be one physical line
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> str:
+    """Exit 2, one `error:` line (optionally followed by its `hint:` line), no traceback; returns the line."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    rest = [line for line in lines[errors[0] + 1 :] if line.strip()]
+    assert not rest or (len(rest) == 1 and rest[0].startswith("hint:")), proc.stderr
+    for text in texts:
+        assert text in lines[errors[0]], proc.stderr
+    return lines[errors[0]]

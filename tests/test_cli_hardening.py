@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import WIDE, assert_one_line_error, run_cli
 
-WIDE = {"COLUMNS": "400"}  # rich wraps at 80 columns otherwise; one error must be one physical line
 # Bytes that are neither UTF-8 nor YAML/JSON (what a wrong file or a binary download looks like).
 BINARY = bytes(range(128, 256)) * 8
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
-    """Exit 2, one `error:` line (optionally followed by its `hint:` line), no traceback."""
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
-    lines = proc.stderr.splitlines()
-    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    rest = [line for line in lines[errors[0] + 1 :] if line.strip()]
-    assert not rest or (len(rest) == 1 and rest[0].startswith("hint:")), proc.stderr
-    for text in texts:
-        assert text in lines[errors[0]], proc.stderr
 
 
 @pytest.mark.parametrize("command", ["sft", "quantize", "eval"])

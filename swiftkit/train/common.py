@@ -1,20 +1,23 @@
-"""What sft and dpo share: run set-up (output, resume, relaunch), model loading per method, trainer args."""
+"""What the training stages share: run set-up (output, resume, relaunch), model loading per method, trainer
+args, the measure / train / measure / save sequence, and the metrics, manifest keys and summary of a run."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
 import re
 import shutil
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from swiftkit.artifacts import ModelRef, artifact_writer, default_output, partial_dir, read_manifest
-from swiftkit.console import console
+from swiftkit.console import console, summary
 from swiftkit.data.dataset import (
     Kind,
     TrainingData,
@@ -265,7 +268,8 @@ def load_for_training(cfg: TrainConfig, mref: ModelRef, scratch: Path):
     return model
 
 
-def lora_config(cfg: TrainConfig):
+def lora_config(cfg: TrainConfig, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
+    """The --lora-* flags as PEFT's LoraConfig (None for --method full); `modules_to_save` train in full."""
     if cfg.method == "full":
         return None
     from peft import LoraConfig
@@ -276,12 +280,13 @@ def lora_config(cfg: TrainConfig):
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
+        modules_to_save=modules_to_save,
     )
 
 
 def trainer_args(cfg: TrainConfig, tmp: Path, has_eval: bool) -> dict[str, Any]:
-    """Keyword arguments shared by TRL's SFTConfig and DPOConfig."""
+    """Keyword arguments shared by every stage's TRL config (SFTConfig, DPOConfig, KTOConfig, RewardConfig, ...)."""
     import torch
 
     from swiftkit.loading import torch_dtype
@@ -357,6 +362,64 @@ def prepare_trainer(trainer, description: str):
     return timing
 
 
+@dataclasses.dataclass
+class Trained:
+    """A finished `trainer.train()`: TRL's result, the step timing, and the held-out measures before and after."""
+
+    trainer: Any
+    result: Any
+    timing: Any
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+def train_measured(trainer, description: str, measure: Callable[[], dict[str, Any]], resume_from: str | None) -> Trained:
+    """Train under our progress bar and step timing, calling `measure` (the held-out metrics) before and after."""
+    timing = prepare_trainer(trainer, description)
+    before = measure()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    return Trained(trainer, result, timing, before, measure())
+
+
+def scored_pairs(cfg: TrainConfig, pairs: list[dict]) -> list[dict]:
+    """The held-out pairs our own forward passes score: none under fsdp/zero-3 (they don't fit sharded models)."""
+    return pairs if cfg.distributed == "ddp" else []
+
+
+def preference_metrics(trainer, tokenizer, eval_rows: list[dict], pairs: list[dict]) -> dict[str, Any]:
+    """TRL's own metrics on the held-out rows, plus the policy's preference on the held-out `pairs`
+    (`pref_accuracy`, `pref_margin`, `pref_chosen_logp`; nothing when there are none)."""
+    from swiftkit.train.scoring import preference_scores
+
+    metrics = trainer.evaluate() if eval_rows else {}
+    scores = preference_scores(trainer.model, tokenizer, pairs) if pairs else {}
+    return {**metrics, **{f"pref_{k}": v for k, v in scores.items()}}
+
+
+def save_trained(trainer, tokenizer, tmp: Path) -> bool:
+    """Save the trained model (a collective under FSDP/DeepSpeed: every rank calls it), then on rank 0 finish
+    the folder. True on rank 0, the one that goes on to write the manifest."""
+    trainer.save_model(str(tmp))
+    if not launch.is_main():
+        return False
+    finish_dir(tmp, tokenizer)
+    return True
+
+
+def run_metrics(run: Trained, started: float, keys: Iterable[str], **extra: Any) -> dict[str, Any]:
+    """The manifest's metrics: mean train loss, steps, wall time since `started`, each of `keys` measured
+    before and after (`eval_loss_before`, `eval_loss_after`), throughput, then the stage's own `extra`."""
+    trainer = run.trainer
+    return round_metrics({
+        "train_loss": train_loss(trainer, run.result, run.timing),
+        "steps": trainer.state.global_step,
+        "runtime_s": time.time() - started,
+        **{f"{k}_{when}": values[k] for when, values in (("before", run.before), ("after", run.after)) for k in keys if k in values},
+        **throughput(trainer, run.result, run.timing),
+        **extra,
+    })
+
+
 def throughput(trainer, result, timing) -> dict[str, Any]:
     """Tokens seen, overall tokens/s (TRL's train_runtime, warm-up included), steady-state tokens/s and
     peak GPU memory (swiftkit.train.callbacks.StepTiming). A resumed trainer's token count includes the
@@ -402,11 +465,29 @@ def speed_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def finish_dir(tmp: Path) -> None:
-    """Drop resumable state (checkpoints, scratch) from a finished artifact."""
+def change_rows(metrics: dict[str, Any], labels: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Summary-table rows `before -> after` for each (metric, label) in `labels` that was measured."""
+    return [
+        (label, f"{metrics[f'{key}_before']:.3f} -> {metrics[f'{key}_after']:.3f}") for key, label in labels if f"{key}_after" in metrics
+    ]
+
+
+def print_summary(title: str, rows: list[tuple[str, Any]], metrics: dict[str, Any], artifact: str) -> None:
+    """The end-of-run table: the stage's own rows, then speed and wall time."""
+    summary(title, [*rows, *speed_rows(metrics), ("time", f"{metrics['runtime_s']:.0f}s")], artifact=artifact)
+
+
+def finish_dir(tmp: Path, tokenizer) -> None:
+    """Drop resumable state (checkpoints, scratch) from a finished artifact; add the tokenizer."""
     for name in (CHECKPOINTS, "scratch"):
         shutil.rmtree(tmp / name, ignore_errors=True)
     (tmp / RUN_RECORD).unlink(missing_ok=True)
+    tokenizer.save_pretrained(tmp)
+
+
+def provenance(cfg: TrainConfig, data: TrainingData, held: TrainingData | None, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Manifest keys: the run's config, its data and, for a resumed run, the earlier segments."""
+    return {"config": cfg.model_dump(), "data": data_entry(data, held), **resume_entry(history)}
 
 
 def adapter_lineage(mref: ModelRef, method: str) -> dict[str, Any]:

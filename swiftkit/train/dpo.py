@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from swiftkit.artifacts import Manifest, partial_dir, write_manifest
-from swiftkit.console import summary
 from swiftkit.errors import SwiftkitError
 from swiftkit.resolve import resolve_model_ref
 from swiftkit.train import common, launch
@@ -39,6 +38,19 @@ LOSS_TYPES = (
     "sigmoid_norm",
 )
 REFERENCE_CHECK = "reference_check.json"
+# Held-out metrics recorded before and after training.
+EVAL_KEYS = (
+    "eval_loss",
+    "eval_rewards/chosen",
+    "eval_rewards/rejected",
+    "eval_rewards/accuracies",
+    "eval_rewards/margins",
+    "pref_accuracy",
+    "pref_margin",
+    "pref_chosen_logp",
+)
+# metric -> summary row, shown as before -> after
+SUMMARY_ROWS = (("pref_accuracy", "held-out pref. accuracy"), ("pref_margin", "held-out logp margin"))
 
 
 def loss_types(spec: str) -> list[str]:
@@ -73,7 +85,6 @@ def _train(cfg: DPOConfig) -> None:
     from trl import DPOTrainer
 
     from swiftkit.loading import serving_info
-    from swiftkit.train.scoring import preference_scores
 
     common.quiet_workers()
     resume_from = common.last_checkpoint(partial_dir(cfg.output)) if cfg.resume else None
@@ -95,34 +106,25 @@ def _train(cfg: DPOConfig) -> None:
             processing_class=tokenizer,
             peft_config=common.lora_config(cfg),
         )
-        timing = common.prepare_trainer(trainer, f"dpo ({cfg.loss_type}, {cfg.method})")
-        score = eval_rows and cfg.distributed == "ddp"  # own forward passes don't fit sharded (fsdp/zero-3) models
-        before = {
-            **(trainer.evaluate() if eval_rows else {}),
-            **_prefixed(preference_scores(trainer.model, tokenizer, eval_rows) if score else {}),
-        }
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        after = {
-            **(trainer.evaluate() if eval_rows else {}),
-            **_prefixed(preference_scores(trainer.model, tokenizer, eval_rows) if score else {}),
-        }
-        check = _reference_check(trainer, eval_rows, str(mref.path)) if score else None
-        trainer.save_model(str(tmp))
-        if not launch.is_main():
+        pairs = common.scored_pairs(cfg, eval_rows)
+        run = common.train_measured(
+            trainer,
+            f"dpo ({cfg.loss_type}, {cfg.method})",
+            lambda: common.preference_metrics(trainer, tokenizer, eval_rows, pairs),
+            resume_from,
+        )
+        check = _reference_check(trainer, eval_rows, str(mref.path)) if pairs else None
+        if not common.save_trained(trainer, tokenizer, tmp):
             return
-        common.finish_dir(tmp)
-        tokenizer.save_pretrained(tmp)
         if check:
             (tmp / REFERENCE_CHECK).write_text(json.dumps(check, indent=1) + "\n")
-        metrics = _metrics(result, before, after, trainer, started, timing)
-        metrics.update(common.throughput(trainer, result, timing))
-        metrics.update(reference=str(mref.path), train_rows=len(train_rows), eval_rows=len(eval_rows))
+        metrics = common.run_metrics(
+            run, started, EVAL_KEYS, reference=str(mref.path), train_rows=len(train_rows), eval_rows=len(eval_rows)
+        )
         manifest = Manifest(
             stage="dpo",
             **common.adapter_lineage(mref, cfg.method),
-            config=cfg.model_dump(),
-            data=common.data_entry(data, held),
-            **common.resume_entry(history),
+            **common.provenance(cfg, data, held, history),
             metrics=metrics,
             serving=serving_info(tokenizer, model),
         )
@@ -131,18 +133,8 @@ def _train(cfg: DPOConfig) -> None:
         ("model / reference", mref.ref),
         ("rows", f"{len(train_rows)} train / {len(eval_rows)} eval"),
         ("steps", metrics["steps"]),
+        *common.change_rows(metrics, SUMMARY_ROWS),
     ]
-    if "pref_accuracy_after" in metrics:
-        rows += [
-            (
-                "held-out pref. accuracy",
-                f"{metrics['pref_accuracy_before']:.3f} -> {metrics['pref_accuracy_after']:.3f}",
-            ),
-            (
-                "held-out logp margin",
-                f"{metrics['pref_margin_before']:.3f} -> {metrics['pref_margin_after']:.3f}",
-            ),
-        ]
     if "eval_rewards/margins_after" in metrics:
         rows.append(
             (
@@ -150,15 +142,7 @@ def _train(cfg: DPOConfig) -> None:
                 f"{metrics['eval_rewards/margins_after']:.3f} / {metrics['eval_rewards/accuracies_after']:.3f}",
             )
         )
-    summary(
-        f"dpo ({cfg.loss_type}, {cfg.method})",
-        [*rows, *common.speed_rows(metrics), ("time", f"{metrics['runtime_s']:.0f}s")],
-        artifact=cfg.output,
-    )
-
-
-def _prefixed(scores: dict[str, float]) -> dict[str, float]:
-    return {f"pref_{k}": v for k, v in scores.items()}
+    common.print_summary(f"dpo ({cfg.loss_type}, {cfg.method})", rows, metrics, cfg.output)
 
 
 def _reference_check(trainer, eval_rows: list[dict], reference: str, rows: int = 4) -> dict[str, Any]:
@@ -175,25 +159,3 @@ def _reference_check(trainer, eval_rows: list[dict], reference: str, rows: int =
         "rejected_logps": [float(x) for x in rejected[:n]],
     }
 
-
-def _metrics(result, before: dict, after: dict, trainer, started: float, timing) -> dict[str, Any]:
-    metrics: dict[str, Any] = {
-        "train_loss": common.train_loss(trainer, result, timing),
-        "steps": trainer.state.global_step,
-        "runtime_s": time.time() - started,
-    }
-    keys = (
-        "eval_loss",
-        "eval_rewards/chosen",
-        "eval_rewards/rejected",
-        "eval_rewards/accuracies",
-        "eval_rewards/margins",
-        "pref_accuracy",
-        "pref_margin",
-        "pref_chosen_logp",
-    )
-    for name, values in (("before", before), ("after", after)):
-        for key in keys:
-            if key in values:
-                metrics[f"{key}_{name}"] = values[key]
-    return common.round_metrics(metrics)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from swiftkit.artifacts import Manifest, partial_dir, write_manifest
-from swiftkit.console import summary
 from swiftkit.resolve import resolve_model_ref
 from swiftkit.train import common, launch
 from swiftkit.train.config import KTOConfig
@@ -72,7 +71,6 @@ def _train(cfg: KTOConfig) -> None:
     from trl import KTOTrainer
 
     from swiftkit.loading import serving_info
-    from swiftkit.train.scoring import preference_scores
 
     common.quiet_workers()
     resume_from = common.last_checkpoint(partial_dir(cfg.output)) if cfg.resume else None
@@ -98,45 +96,33 @@ def _train(cfg: KTOConfig) -> None:
             processing_class=tokenizer,
             peft_config=common.lora_config(cfg),
         )
-        timing = common.prepare_trainer(trainer, f"kto ({cfg.loss_type}, {cfg.method})")
-        score = scored and cfg.distributed == "ddp"  # own forward passes don't fit sharded models
-
-        def measure() -> dict[str, Any]:
-            scores = preference_scores(trainer.model, tokenizer, scored) if score else {}
-            return {**(trainer.evaluate() if eval_rows else {}), **{f"pref_{k}": v for k, v in scores.items()}}
-
-        before = measure()
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        after = measure()
-        trainer.save_model(str(tmp))
-        if not launch.is_main():
+        pairs = common.scored_pairs(cfg, scored)
+        run = common.train_measured(
+            trainer,
+            f"kto ({cfg.loss_type}, {cfg.method})",
+            lambda: common.preference_metrics(trainer, tokenizer, eval_rows, pairs),
+            resume_from,
+        )
+        if not common.save_trained(trainer, tokenizer, tmp):
             return
-        common.finish_dir(tmp)
-        tokenizer.save_pretrained(tmp)
         desirable = sum(r["label"] for r in train_rows)
-        metrics = common.round_metrics(
-            {
-                "train_loss": common.train_loss(trainer, result, timing),
-                "steps": trainer.state.global_step,
-                "runtime_s": time.time() - started,
-                **{f"{k}_{when}": values[k] for when, values in (("before", before), ("after", after)) for k in EVAL_KEYS if k in values},
-                **common.throughput(trainer, result, timing),
-                "reference": str(mref.path),
-                "train_rows": len(train_rows),
-                "desirable_rows": desirable,
-                "undesirable_rows": len(train_rows) - desirable,
-                "eval_rows": len(eval_rows),
-                "eval_pairs_scored": len(scored),
-            }
+        metrics = common.run_metrics(
+            run,
+            started,
+            EVAL_KEYS,
+            reference=str(mref.path),
+            train_rows=len(train_rows),
+            desirable_rows=desirable,
+            undesirable_rows=len(train_rows) - desirable,
+            eval_rows=len(eval_rows),
+            eval_pairs_scored=len(scored),
         )
         write_manifest(
             tmp,
             Manifest(
                 stage="kto",
                 **common.adapter_lineage(mref, cfg.method),
-                config=cfg.model_dump(),
-                data=common.data_entry(data, held),
-                **common.resume_entry(history),
+                **common.provenance(cfg, data, held, history),
                 metrics=metrics,
                 serving=serving_info(tokenizer, model),
             ),
@@ -146,12 +132,6 @@ def _train(cfg: KTOConfig) -> None:
         ("rows", f"{len(train_rows)} train ({desirable} desirable) / {len(eval_rows)} eval"),
         ("steps", metrics["steps"]),
         ("train loss", f"{metrics['train_loss']:.4f}"),
+        *common.change_rows(metrics, SUMMARY_ROWS),
     ]
-    for key, label in SUMMARY_ROWS:
-        if f"{key}_after" in metrics:
-            rows.append((label, f"{metrics[f'{key}_before']:.3f} -> {metrics[f'{key}_after']:.3f}"))
-    summary(
-        f"kto ({cfg.loss_type}, {cfg.method})",
-        [*rows, *common.speed_rows(metrics), ("time", f"{metrics['runtime_s']:.0f}s")],
-        artifact=cfg.output,
-    )
+    common.print_summary(f"kto ({cfg.loss_type}, {cfg.method})", rows, metrics, cfg.output)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from swiftkit.artifacts import Manifest, partial_dir, write_manifest
-from swiftkit.console import summary
 from swiftkit.resolve import resolve_model_ref
 from swiftkit.train import common, launch
 from swiftkit.train.config import ORPOConfig, SimPOConfig
@@ -81,7 +80,6 @@ def _train(cfg, stage: str) -> None:
     from datasets import Dataset
 
     from swiftkit.loading import serving_info
-    from swiftkit.train.scoring import preference_scores
 
     trainer_cls, config_cls, method_args = _trainer_classes(cfg, stage)
     common.quiet_workers()
@@ -98,50 +96,31 @@ def _train(cfg, stage: str) -> None:
             processing_class=tokenizer,
             peft_config=common.lora_config(cfg),
         )
-        timing = common.prepare_trainer(trainer, f"{stage} ({cfg.method})")
-        score = eval_rows and cfg.distributed == "ddp"  # own forward passes don't fit sharded models
-
-        def measure() -> dict[str, Any]:
-            scores = preference_scores(trainer.model, tokenizer, eval_rows) if score else {}
-            return {**(trainer.evaluate() if eval_rows else {}), **{f"pref_{k}": v for k, v in scores.items()}}
-
-        before = measure()
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        after = measure()
-        trainer.save_model(str(tmp))
-        if not launch.is_main():
+        pairs = common.scored_pairs(cfg, eval_rows)
+        run = common.train_measured(
+            trainer,
+            f"{stage} ({cfg.method})",
+            lambda: common.preference_metrics(trainer, tokenizer, eval_rows, pairs),
+            resume_from,
+        )
+        if not common.save_trained(trainer, tokenizer, tmp):
             return
-        common.finish_dir(tmp)
-        tokenizer.save_pretrained(tmp)
-        metrics = {
-            "train_loss": common.train_loss(trainer, result, timing),
-            "steps": trainer.state.global_step,
-            "runtime_s": time.time() - started,
-            **{f"{k}_{when}": values[k] for when, values in (("before", before), ("after", after)) for k in EVAL_KEYS if k in values},
-            **common.throughput(trainer, result, timing),
-            "train_rows": len(train_rows),
-            "eval_rows": len(eval_rows),
-        }
-        metrics = common.round_metrics(metrics)
+        metrics = common.run_metrics(run, started, EVAL_KEYS, train_rows=len(train_rows), eval_rows=len(eval_rows))
         write_manifest(
             tmp,
             Manifest(
                 stage=stage,
                 **common.adapter_lineage(mref, cfg.method),
-                config=cfg.model_dump(),
-                data=common.data_entry(data, held),
-                **common.resume_entry(history),
+                **common.provenance(cfg, data, held, history),
                 metrics=metrics,
                 serving=serving_info(tokenizer, model),
             ),
         )
-    rows = [("model", mref.ref), ("rows", f"{len(train_rows)} train / {len(eval_rows)} eval"), ("steps", metrics["steps"])]
-    rows.append(("train loss", f"{metrics['train_loss']:.4f}"))
-    for key, label in SUMMARY_ROWS:
-        if f"{key}_after" in metrics:
-            rows.append((label, f"{metrics[f'{key}_before']:.3f} -> {metrics[f'{key}_after']:.3f}"))
-    summary(
-        f"{stage} ({cfg.method})",
-        [*rows, *common.speed_rows(metrics), ("time", f"{metrics['runtime_s']:.0f}s")],
-        artifact=cfg.output,
-    )
+    rows = [
+        ("model", mref.ref),
+        ("rows", f"{len(train_rows)} train / {len(eval_rows)} eval"),
+        ("steps", metrics["steps"]),
+        ("train loss", f"{metrics['train_loss']:.4f}"),
+        *common.change_rows(metrics, SUMMARY_ROWS),
+    ]
+    common.print_summary(f"{stage} ({cfg.method})", rows, metrics, cfg.output)

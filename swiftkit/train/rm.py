@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from swiftkit.artifacts import Manifest, partial_dir, write_manifest
-from swiftkit.console import summary
 from swiftkit.errors import SwiftkitError
 from swiftkit.resolve import resolve_model_ref
 from swiftkit.train import common, launch
@@ -22,6 +21,8 @@ from swiftkit.train.config import RewardModelConfig
 
 Messages = list[dict[str, Any]]
 
+# Held-out metrics recorded before and after training.
+EVAL_KEYS = ("eval_loss", "pair_accuracy", "reward_margin")
 # metric -> summary row, shown as before -> after
 SUMMARY_ROWS = (("eval_loss", "held-out loss"), ("pair_accuracy", "held-out pair accuracy"), ("reward_margin", "held-out reward margin"))
 
@@ -80,22 +81,6 @@ def _reward_model(cfg: RewardModelConfig, mref):
     return model.requires_grad_(True)
 
 
-def _lora(cfg: RewardModelConfig):
-    if cfg.method == "full":
-        return None
-    from peft import LoraConfig
-
-    targets: Any = "all-linear" if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        task_type="SEQ_CLS",
-        modules_to_save=["score"],  # the new head trains in full
-    )
-
-
 def _train(cfg: RewardModelConfig) -> None:
     started = time.time()
     mref = resolve_model_ref(cfg.model)
@@ -118,38 +103,24 @@ def _train(cfg: RewardModelConfig) -> None:
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
             processing_class=tokenizer,
-            peft_config=_lora(cfg),
+            peft_config=common.lora_config(cfg, task_type="SEQ_CLS", modules_to_save=["score"]),  # the new head trains in full
         )
-        timing = common.prepare_trainer(trainer, f"rm ({cfg.method})")
-        score = eval_rows and cfg.distributed == "ddp"  # own forward passes don't fit sharded models
+        pairs = common.scored_pairs(cfg, eval_rows)
 
         def measure() -> dict[str, Any]:
             return {
                 **(trainer.evaluate() if eval_rows else {}),
-                **(pair_accuracy(trainer.model, tokenizer, eval_rows) if score else {}),
+                **(pair_accuracy(trainer.model, tokenizer, pairs) if pairs else {}),
             }
 
-        before = measure()
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        after = measure()
+        run = common.train_measured(trainer, f"rm ({cfg.method})", measure, resume_from)
+        # Not save_trained: LoRA and the head are merged first, so the artifact is a plain model.
         model = trainer.model.merge_and_unload() if cfg.method != "full" else trainer.model
         if not launch.is_main():
             return
         model.save_pretrained(tmp)
-        common.finish_dir(tmp)
-        tokenizer.save_pretrained(tmp)
-        keys = ("eval_loss", "pair_accuracy", "reward_margin")
-        metrics = common.round_metrics(
-            {
-                "train_loss": common.train_loss(trainer, result, timing),
-                "steps": trainer.state.global_step,
-                "runtime_s": time.time() - started,
-                **{f"{k}_{when}": values[k] for when, values in (("before", before), ("after", after)) for k in keys if k in values},
-                **common.throughput(trainer, result, timing),
-                "train_rows": len(train_rows),
-                "eval_rows": len(eval_rows),
-            }
-        )
+        common.finish_dir(tmp, tokenizer)
+        metrics = common.run_metrics(run, started, EVAL_KEYS, train_rows=len(train_rows), eval_rows=len(eval_rows))
         write_manifest(
             tmp,
             Manifest(
@@ -158,9 +129,7 @@ def _train(cfg: RewardModelConfig) -> None:
                 parents=[str(mref.path)],
                 base_model=str(mref.base_path),
                 task="reward",
-                config=cfg.model_dump(),
-                data=common.data_entry(data, held),
-                **common.resume_entry(history),
+                **common.provenance(cfg, data, held, history),
                 metrics=metrics,
                 serving=serving_info(tokenizer, model),
             ),
@@ -170,8 +139,6 @@ def _train(cfg: RewardModelConfig) -> None:
         ("rows", f"{len(train_rows)} train / {len(eval_rows)} eval pairs"),
         ("steps", metrics["steps"]),
         ("train loss", f"{metrics['train_loss']:.4f}"),
+        *common.change_rows(metrics, SUMMARY_ROWS),
     ]
-    for key, label in SUMMARY_ROWS:
-        if f"{key}_after" in metrics:
-            rows.append((label, f"{metrics[f'{key}_before']:.3f} -> {metrics[f'{key}_after']:.3f}"))
-    summary("rm (" + cfg.method + ")", [*rows, *common.speed_rows(metrics), ("time", f"{metrics['runtime_s']:.0f}s")], artifact=cfg.output)
+    common.print_summary(f"rm ({cfg.method})", rows, metrics, cfg.output)

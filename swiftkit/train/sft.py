@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftkit.artifacts import Manifest, partial_dir, write_manifest
-from swiftkit.console import console, summary
+from swiftkit.console import console
 from swiftkit.data.dataset import (
     has_generation_markers,
 )
@@ -65,20 +65,16 @@ def _train(cfg: SFTConfig) -> None:
             processing_class=tokenizer,
             peft_config=common.lora_config(cfg),
         )
-        timing = common.prepare_trainer(trainer, f"sft ({cfg.method})")
         # Evaluated after the trainer wrapped the model: a no_grad forward of a 4-bit model before
         # get_peft_model breaks QLoRA training (FEASIBILITY.md).
-        before = trainer.evaluate() if eval_rows else {}
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        after = trainer.evaluate() if eval_rows else {}
+        run = common.train_measured(trainer, f"sft ({cfg.method})", lambda: trainer.evaluate() if eval_rows else {}, resume_from)
         trainer.save_model(str(tmp))  # a collective under FSDP/DeepSpeed: every rank calls it
         per_rank = common.gather(trainer.seen)
         if not launch.is_main():
             return
-        common.finish_dir(tmp)
-        tokenizer.save_pretrained(tmp)
-        metrics = _metrics(result, before, after, trainer, per_rank, started, timing)
-        metrics.update(common.throughput(trainer, result, timing))
+        common.finish_dir(tmp, tokenizer)
+        metrics = _metrics(run, per_rank, started)
+        metrics.update(common.throughput(trainer, run.result, run.timing))
         metrics.update(loss_on=loss_on, train_rows=len(train_rows), eval_rows=len(eval_rows))
         manifest = Manifest(
             stage="sft",
@@ -90,19 +86,14 @@ def _train(cfg: SFTConfig) -> None:
             serving=serving_info(tokenizer, model),
         )
         write_manifest(tmp, manifest)
-    summary(
-        f"sft ({cfg.method})",
-        [
-            ("model", mref.ref),
-            ("rows", f"{len(train_rows)} train / {len(eval_rows)} eval"),
-            ("steps", metrics["steps"]),
-            ("train loss", metrics["train_loss"]),
-            *([("eval loss", f"{metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}")] if eval_rows else []),
-            *common.speed_rows(metrics),
-            ("time", f"{metrics['runtime_s']:.0f}s"),
-        ],
-        artifact=cfg.output,
-    )
+    rows = [
+        ("model", mref.ref),
+        ("rows", f"{len(train_rows)} train / {len(eval_rows)} eval"),
+        ("steps", metrics["steps"]),
+        ("train loss", metrics["train_loss"]),
+        *([("eval loss", f"{metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}")] if eval_rows else []),
+    ]
+    common.print_summary(f"sft ({cfg.method})", rows, metrics, cfg.output)
 
 
 def _recording_trainer(**kwargs):
@@ -144,14 +135,15 @@ def _as_loss_rows(rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, An
     return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
 
 
-def _metrics(result, before: dict, after: dict, trainer, per_rank: list[list[str]], started: float, timing) -> dict[str, Any]:
+def _metrics(run: common.Trained, per_rank: list[list[str]], started: float) -> dict[str, Any]:
+    trainer = run.trainer
     metrics: dict[str, Any] = {
-        "train_loss": common.train_loss(trainer, result, timing),
+        "train_loss": common.train_loss(trainer, run.result, run.timing),
         "steps": trainer.state.global_step,
         "runtime_s": time.time() - started,
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
     }
-    for name, values in (("before", before), ("after", after)):
+    for name, values in (("before", run.before), ("after", run.after)):
         for key in ("eval_loss", "eval_mean_token_accuracy"):
             if key in values:
                 metrics[f"{key}_{name}"] = values[key]

@@ -19,31 +19,16 @@ from safetensors.torch import load_file
 
 from swiftkit.artifacts import partial_dir
 from swiftkit.data.dataset import load_training_data
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, WIDE, assert_one_line_error, run_cli
 from tests.train.conftest import manifest
 
 STEPS, SAVE = 40, 5
 # Logging every 3 steps never lines up with the saves every 5: the resumed train loss must not rely on it.
 FLAGS = f"--max-steps {STEPS} --save-steps {SAVE} --lr 2e-3 --batch-size 4 --eval-split 0 --logging-steps 3"
-WIDE = {"COLUMNS": "400"}  # rich wraps at 80 columns otherwise; one error must be one physical line
 
 
 def sft_args(toy_model: Path, out: Path, flags: str = FLAGS, rows: int = 200) -> list[str]:
     return ["sft", "--model", str(toy_model), "--data", f"{toy_model}/task/sft.jsonl#{rows}", *flags.split(), "--output", str(out)]
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> str:
-    """Exit 2, one `error:` line (optionally followed by its `hint:` line), no traceback; returns the line."""
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
-    lines = proc.stderr.splitlines()
-    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    rest = [line for line in lines[errors[0] + 1 :] if line.strip()]
-    assert not rest or (len(rest) == 1 and rest[0].startswith("hint:")), proc.stderr
-    for text in texts:
-        assert text in lines[errors[0]], proc.stderr
-    return lines[errors[0]]
 
 
 def start_sft(args: list[str]) -> subprocess.Popen:
