@@ -704,13 +704,18 @@ async def completion_stream(state: ServerState, body: CompletionRequest, prompts
 
 
 # ------------------------------------------------------------------------------ embeddings
+MAX_EMBEDDING_INPUTS = 2048
 async def embedding_handler(state: ServerState, body: EmbeddingRequest) -> EmbeddingResponse:
     import numpy as np
 
     if body.model not in state.model_names() and body.model != state.served.ref.ref and body.model != getattr(state.embedder, "name", None):
         raise ModelNotFound(f"the model `{body.model}` does not exist", param="model", code="model_not_found")
     batches = await state.offload(_embedding_batches, state, body.input)
-    vectors = await state.engine.embed(batches)
+    vectors = []
+    # Embeddings run on the engine thread between decode steps: in chunks of at most --max-batched-tokens
+    # padded tokens, so a big request delays running streams by one chunk at a time, never by all of it.
+    for chunk in _chunks(batches, state.limits.max_batched_tokens):
+        vectors += await state.engine.embed(chunk)
     data = []
     for i, vec in enumerate(vectors):
         if body.dimensions:
@@ -728,6 +733,18 @@ async def embedding_handler(state: ServerState, body: EmbeddingRequest) -> Embed
     return EmbeddingResponse(data=data, model=body.model, usage=Usage(prompt_tokens=n, total_tokens=n))
 
 
+def _chunks(batches: list[list[int]], budget: int) -> list[list[list[int]]]:
+    chunks: list[list[list[int]]] = [[]]
+    width = 0
+    for ids in batches:
+        width = max(width, len(ids))
+        if chunks[-1] and width * (len(chunks[-1]) + 1) > budget:
+            chunks.append([])
+            width = len(ids)
+        chunks[-1].append(ids)
+    return chunks
+
+
 def _embedding_batches(state: ServerState, inputs) -> list[list[int]]:
     """Token ids of each input, checked against the embedding model's vocabulary and length."""
     embedder = state.embedder
@@ -742,6 +759,9 @@ def _embedding_batches(state: ServerState, inputs) -> list[list[int]]:
         batches = [list(x) for x in inputs]
     if not batches or any(not b for b in batches):
         raise BadRequestError("input must not be empty", param="input")
+    if len(batches) > MAX_EMBEDDING_INPUTS:
+        raise BadRequestError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request (as OpenAI), got {len(batches)}",
+                              param="input")
     vocab = state.vocab_size if embedder.name == state.served.name else len(tok)
     if any(not 0 <= t < vocab for b in batches for t in b):
         raise BadRequestError(f"input token ids must be in [0, {vocab})", param="input")
