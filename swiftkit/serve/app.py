@@ -163,7 +163,7 @@ class Gate:
 
     async def _read_body(self, receive, send, headers: dict):
         """The whole body, at most --max-request-bytes (413 beyond, before parsing), replayed to the app;
-        None when the 413 was sent."""
+        None when there is nothing more to do (the 413 was sent, or the client left)."""
         limit = self.state.limits.max_request_bytes
         too_large = error_body(f"the request body is larger than {limit} bytes (--max-request-bytes)",
                                "invalid_request_error", code="request_too_large")
@@ -174,20 +174,20 @@ class Gate:
         chunks, size = [], 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":  # disconnected while sending the body
-                return _replay([], message, receive)
+            if message["type"] != "http.request":  # disconnected while sending the body: nobody to answer
+                return None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit:
                 await _send_json(send, 413, too_large)
                 return None
             if not message.get("more_body"):
-                return _replay(chunks, None, receive)
+                return _replay(chunks, receive)
 
 
-def _replay(chunks: list[bytes], last, receive):
+def _replay(chunks: list[bytes], receive):
     """A `receive` that hands the app the buffered body once, then waits on the real one (disconnects)."""
-    pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}] if last is None else [last]
+    pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
     async def replay():
         return pending.pop() if pending else await receive()
