@@ -383,7 +383,7 @@ def test_big_embedding_request_does_not_stall_streams(server):
     assert len(gaps) > 10
     print(f"stream during a 1,000-input embedding request ({took[0]:.1f} s): {len(gaps)} events, "
           f"slowest gap {max(gaps):.3f} s")
-    assert max(gaps) < took[0] / 2  # in one piece: ~0.8 of it (5.2 s of 6.5 s for 500 inputs)
+    assert max(gaps) < took[0] / 4  # in one piece: ~0.8 of it (5.2 s of 6.5 s for 500 inputs)
     err = assert_error(httpx.post(server.base_url + "/embeddings", json={"model": "toy", "input": ["a"] * 2049},
                                   headers={"Authorization": f"Bearer {API_KEY}"}), 400)
     assert err["param"] == "input"

@@ -174,6 +174,10 @@ class Engine:
                     future.set_result(fn())
                 except Exception as exc:
                     future.set_exception(exc)
+                if self.scheduler.has_work:
+                    # One call between two steps: the next one (e.g. an embedding request's next chunk)
+                    # is often queued by the time this one ends, and running it too would starve decoding.
+                    return
             elif req.status is Status.RUNNING:
                 self._finish(req, "abort")
             elif self.scheduler.remove_waiting(req):
