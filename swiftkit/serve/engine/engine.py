@@ -8,6 +8,7 @@ are no locks on the hot path except the hand-over queue of new requests and abor
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import math
 import queue
@@ -55,6 +56,8 @@ class Engine:
         self._backend = tokenizer.backend_tokenizer
         self._hidden = hidden_token_ids(tokenizer)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._calls: collections.deque = collections.deque()  # (fn, future) waiting for their turn
+        self._calls_after = 0.0  # while sequences run, no call before this time (_run_call)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -107,7 +110,7 @@ class Engine:
         return len(self.scheduler.running)
 
     def idle(self) -> bool:
-        return not self.scheduler.has_work and self._inbox.empty()
+        return not self.scheduler.has_work and self._inbox.empty() and not self._calls
 
     def drain(self, on_step: Callable[[], None] | None = None) -> None:
         """Step on the calling thread until every submitted request has finished (benchmarks, tests: no thread)."""
@@ -115,6 +118,8 @@ class Engine:
             while True:
                 self._drain_inbox()
                 if not self.scheduler.has_work:
+                    if self._calls:
+                        continue
                     self._flush()
                     return
                 self.step()
@@ -137,6 +142,8 @@ class Engine:
             self._drain_inbox()
             self._flush()  # aborts emit their final output at once, even when no step follows
             if not self.scheduler.has_work:
+                if self._calls:
+                    continue
                 if self.on_step:  # report the now-empty batch (aborts may have emptied it between steps)
                     self.on_step(0, 0)
                 self._wake.wait(0.5)
@@ -165,25 +172,33 @@ class Engine:
             try:
                 kind, req = self._inbox.get_nowait()
             except queue.Empty:
-                return
+                break
             if kind == "add":
                 self.scheduler.waiting.append(req)
             elif kind == "call":
-                fn, future = req
-                try:
-                    future.set_result(fn())
-                except Exception as exc:
-                    future.set_exception(exc)
-                if self.scheduler.has_work:
-                    # One call between two steps: the next one (e.g. an embedding request's next chunk)
-                    # is often queued by the time this one ends, and running it too would starve decoding.
-                    return
+                self._calls.append(req)
             elif req.status is Status.RUNNING:
                 self._finish(req, "abort")
             elif self.scheduler.remove_waiting(req):
                 req.status = Status.FINISHED
                 self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="abort",
                                               prompt_tokens=len(req.prompt_ids)))
+        self._run_call()
+
+    def _run_call(self) -> None:
+        """Other model uses (embedding chunks) share the engine thread with decoding: while sequences run,
+        a call starts only once decoding has had as long as the previous call took, so a big embedding
+        request halves the streams' speed at worst instead of stopping them."""
+        if not self._calls or (self.scheduler.has_work and time.monotonic() < self._calls_after):
+            return
+        fn, future = self._calls.popleft()
+        started = time.monotonic()
+        try:
+            future.set_result(fn())
+        except Exception as exc:
+            future.set_exception(exc)
+        ended = time.monotonic()
+        self._calls_after = ended + (ended - started)
 
     def step(self) -> None:
         admitted = self.scheduler.admit()
