@@ -104,6 +104,7 @@ def full_weights_dir(ref: ModelRef, model, tokenizer) -> Iterator[Path]:
     handing them the base of an un-merged LoRA would silently drop the fine-tuning.
     """
     if not ref.adapters:
+        del model  # this frame stays alive while the caller works: it must not pin the weights
         yield ref.base_path
         return
     from swiftkit.console import console

@@ -49,7 +49,8 @@ def imported_artifact(gguf_file: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if read_manifest(target) is None:
             console.print(f"importing {gguf_file} (first use; cached in {target})", highlight=False)
-            import_gguf(gguf_file, target, "float32", overwrite=True, config={"gguf": str(gguf_file), "dtype": "float32"})
+            cfg = ImportConfig(gguf=str(gguf_file), dtype="float32", output=str(target), overwrite=True)
+            import_gguf(gguf_file, target, cfg.dtype, overwrite=True, config=cfg.model_dump())
     return target
 
 

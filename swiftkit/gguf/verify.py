@@ -81,7 +81,8 @@ def reference(model, tokenizer, serving: ServingInfo, n_prompts: int, n_tokens: 
             prompts.append(ids)
             continuations.append(new)
             logprobs.append([float(lp[t]) for lp, t in zip(steps, new, strict=True)])
-            margins.append([float(lp.topk(2).values[0] - lp.topk(2).values[1]) for lp in steps])
+            top2 = [lp.topk(2).values for lp in steps]
+            margins.append([float(t[0] - t[1]) for t in top2])
         ppl_ids = tokenizer(DEFAULT_TEXT.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"][:PPL_TOKENS]
         logits = model(torch.tensor([ppl_ids])).logits[0].float()
         nll = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ppl_ids[1:]))
