@@ -23,6 +23,7 @@ from swiftkit.artifacts import is_complete, read_manifest
 from swiftkit.config import CommandConfig, build_config, positional, read_yaml
 from swiftkit.console import console, out
 from swiftkit.errors import SwiftkitError
+from swiftkit.stages import stage as stage_entry
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 STATE_FILE = ".recipe-state.json"
@@ -114,7 +115,6 @@ def referenced(value: Any) -> set[str]:
 class PlannedStage:
     name: str
     command: str
-    target: str
     config: Any
     output: Path | None
     fingerprint: str
@@ -172,8 +172,6 @@ def run(cfg: RunConfig) -> dict[str, Path]:
 
 
 def _plan(path: Path, stages: list[dict[str, Any]], workdir: Path, state: dict[str, str], from_stage: str | None) -> list[PlannedStage]:
-    from swiftkit.cli import STAGES
-
     lines = _stage_lines(path)
     outputs: dict[str, Path] = {}
     fingerprints: dict[str, str] = {}
@@ -182,9 +180,7 @@ def _plan(path: Path, stages: list[dict[str, Any]], workdir: Path, state: dict[s
     for index, stage in enumerate(stages):
         sname, command = stage["name"], stage["command"]
         try:
-            if command not in STAGES:
-                raise SwiftkitError(f"unknown command `{command}`", f"commands: {', '.join(sorted(STAGES))}")
-            config_cls, target = STAGES[command]
+            config_cls = stage_entry(command).config_class()
             fields = {k: v for k, v in stage.items() if k not in STAGE_KEYS}
             if "output" in config_cls.model_fields:
                 fields.setdefault("output", str(workdir / sname))
@@ -203,7 +199,7 @@ def _plan(path: Path, stages: list[dict[str, Any]], workdir: Path, state: dict[s
         fingerprints[sname] = fingerprint
         if output is not None:
             outputs[sname] = output.resolve()
-        plan.append(PlannedStage(sname, command, target, stage_cfg, output, fingerprint, refs, cached))
+        plan.append(PlannedStage(sname, command, stage_cfg, output, fingerprint, refs, cached))
     return plan
 
 
@@ -215,10 +211,8 @@ def _resolve_field(key: str, value: Any, outputs: dict[str, Path], stage: str) -
 
 
 def _execute(step: PlannedStage) -> Any:
-    from swiftkit.cli import run_stage
-
     try:
-        return run_stage(step.target, step.config)
+        return stage_entry(step.command).run(step.config)
     except SwiftkitError as exc:
         raise SwiftkitError(
             f"stage `{step.name}` ({step.command}) failed: {exc.message}",
