@@ -1,5 +1,7 @@
 """The lm-eval model objects swiftkit scores with.
 
+* engine (default for --model): the model is built by `swiftkit.loading.load_model` as for local,
+  and lm-eval's requests run through swiftkit's continuous-batching engine (engine_lm.py).
 * local: the model is built by `swiftkit.loading.load_model` (artifacts, adapter chains, merged,
   quantized) and handed to lm-eval's HFLM, which does batched loglikelihood (with its
   shared-context logits cache) and batched greedy generation with plain transformers. The
@@ -56,6 +58,18 @@ def local_backend(model, tokenizer, target: str, batch_size: int, max_length: in
     )
     info = {
         "backend": "local",
+        "device": str(model.device),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
+    return Backend(lm, target, target, tokenizer.chat_template if has_chat_template(tokenizer) else None, info)
+
+
+def engine_backend(model, tokenizer, target: str, batch_size: int, max_length: int | None, device: str | None) -> Backend:
+    from swiftkit.eval.engine_lm import EngineLM
+
+    lm = EngineLM(model, tokenizer, batch_size, max_length, device)
+    info = {
+        "backend": "engine",
         "device": str(model.device),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }

@@ -68,9 +68,9 @@ class EvalConfig(StageConfig):
     dtype: Dtype = Field("auto", description="Weights dtype (auto: bfloat16 on GPU, float32 on CPU).")
     device: str | None = Field(None, description="Device for the local backend (default: cuda if available, else cpu).")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the model repo.")
-    backend: Literal["local", "hf"] = Field(
-        "local",
-        description="local: swiftkit's loading (artifacts, adapters); hf: lm-eval's own hf backend.",
+    backend: Literal["engine", "local", "hf"] = Field(
+        "engine",
+        description="engine: swiftkit's continuous-batching engine; local: lm-eval's HFLM on swiftkit's loading; hf: lm-eval's hf.",
     )
 
     @field_validator("tasks", mode="before")

@@ -170,7 +170,8 @@ def _load_backend(cfg: EvalConfig, target: Target, tokenizer, plan: TaskPlan, ch
 
     with console.status(f"loading {target.ref.path}"):
         model, _, _ = load_model(target.ref, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
-    return backends.local_backend(model, tokenizer, str(target.ref.path), cfg.batch_size, cfg.max_length, cfg.device)
+    build = backends.engine_backend if cfg.backend == "engine" else backends.local_backend
+    return build(model, tokenizer, str(target.ref.path), cfg.batch_size, cfg.max_length, cfg.device)
 
 
 def _tokenizer_path(cfg: EvalConfig) -> str | None:
@@ -207,35 +208,38 @@ def _use_chat(cfg: EvalConfig, tokenizer, label: str) -> bool:
     return has_chat_template(tokenizer) if cfg.chat is None else cfg.chat
 
 
-def _score(cfg: EvalConfig, plan: TaskPlan, manager, backend, chat: bool, cache: Path) -> dict[str, Any]:
+def _score(cfg: EvalConfig, plan: TaskPlan, manager, backend, chat: bool, cache: Path, label: str) -> dict[str, Any]:
     """lm-eval's simple_evaluate with swiftkit's settings; finished requests are cached for resuming."""
     import lm_eval
 
+    from swiftkit.eval.progress import eval_progress
+
     # The cache is keyed by request text only: the model and settings go into its file name.
-    identity = f"{backend.target}|{chat}|{cfg.system_prompt}|{cfg.dtype}|{cfg.max_length}"
+    identity = f"{backend.target}|{cfg.backend}|{chat}|{cfg.system_prompt}|{cfg.dtype}|{cfg.max_length}"
     fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
     cache.mkdir(exist_ok=True)
     try:
-        return lm_eval.simple_evaluate(
-            model=backend.lm,
-            tasks=plan.names,
-            task_manager=manager,
-            num_fewshot=cfg.num_fewshot,
-            limit=cfg.limit,
-            batch_size=cfg.batch_size,
-            apply_chat_template=chat,
-            fewshot_as_multiturn=chat,
-            system_instruction=cfg.system_prompt,
-            gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
-            log_samples=True,
-            use_cache=str(cache / f"requests-{fingerprint}"),
-            bootstrap_iters=1000,
-            random_seed=cfg.seed,
-            numpy_random_seed=cfg.seed,
-            torch_random_seed=cfg.seed,
-            fewshot_random_seed=cfg.seed,
-            confirm_run_unsafe_code=cfg.allow_code_execution,
-        )
+        with eval_progress(backend.lm, label):
+            return lm_eval.simple_evaluate(
+                model=backend.lm,
+                tasks=plan.names,
+                task_manager=manager,
+                num_fewshot=cfg.num_fewshot,
+                limit=cfg.limit,
+                batch_size=cfg.batch_size,
+                apply_chat_template=chat,
+                fewshot_as_multiturn=chat,
+                system_instruction=cfg.system_prompt,
+                gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
+                log_samples=True,
+                use_cache=str(cache / f"requests-{fingerprint}"),
+                bootstrap_iters=1000,
+                random_seed=cfg.seed,
+                numpy_random_seed=cfg.seed,
+                torch_random_seed=cfg.seed,
+                fewshot_random_seed=cfg.seed,
+                confirm_run_unsafe_code=cfg.allow_code_execution,
+            )
     except Exception as exc:
         if not cfg.url or isinstance(exc, SwiftkitError):
             raise
@@ -260,7 +264,7 @@ def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
         plan = _plan(cfg, tmp / "tasks", target, end)
         manager = _task_manager(plan)
         started = time.time()
-        results = _score(cfg, plan, manager, backend, chat, tmp / "cache")
+        results = _score(cfg, plan, manager, backend, chat, tmp / "cache", target.label)
         wall = time.time() - started
         scores, metrics_used = scores_of(results, plan.primary)
         extra: dict[str, Any] = {
