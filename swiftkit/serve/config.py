@@ -29,6 +29,18 @@ class EngineConfig(ModelOptions):
         "applies, else plain, said in the log), vllm (vLLM's async engine behind swiftkit's server; needs vllm).",
     )
     enforce_eager: bool = Field(False, description="Never capture CUDA graphs (the fast engine on GPU captures decode steps).")
+    kv_cache: Literal["auto", "paged", "slots"] = Field(
+        "auto", description="The fast engine's KV cache: paged (a block pool, memory grows with live tokens, prefix "
+        "caching, preemption instead of failure), slots (one max-length row per sequence; CUDA graphs + Triton), "
+        "auto (paged on CPU, slots on CUDA).",
+    )
+    kv_cache_memory: float | None = Field(
+        None, gt=0, description="GiB of the paged KV pool (default: what --max-num-seqs x --max-model-len need, "
+        "at most 4 GiB on CPU / 90 % of free GPU memory).",
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="Paged KV: reuse the cached blocks of a shared prompt prefix (only the rest is prefilled).",
+    )
 
 
 class ServeConfig(EngineConfig):

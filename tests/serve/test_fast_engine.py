@@ -28,11 +28,11 @@ def toy(toy_model):
     return model, tokenizer, [x + x[: (i * 7) % 23] for i, x in enumerate(ids)]  # prompts of varied length
 
 
-def generate(toy, engine: str, params: list[SamplingParams], max_num_seqs: int = 6) -> list[Request]:
+def generate(toy, engine: str, params: list[SamplingParams], max_num_seqs: int = 6, **options) -> list[Request]:
     """Run every prompt through one engine (stepped here, no thread), a third of them arriving late."""
     model, tokenizer, prompts = toy
     eng = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(max_num_seqs=max_num_seqs,
-                                                                             max_model_len=256, engine=engine))
+                                                                             max_model_len=256, engine=engine, **options))
     outputs: dict[str, list] = {}
     requests = [Request(list(p), sp, sink=lambda o: outputs.setdefault(o.request_id, []).append(o))
                 for p, sp in zip(prompts, params, strict=True)]
@@ -56,15 +56,17 @@ def generate(toy, engine: str, params: list[SamplingParams], max_num_seqs: int =
 def test_fast_engine_is_chosen_for_the_toy_and_plain_on_request(toy):
     model, tokenizer, _ = toy
     fast = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64))
+    slots = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64, kv_cache="slots"))
     plain = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64, engine="plain"))
-    assert type(fast.runner).__name__ == "FastRunner" and type(plain.runner).__name__ == "ModelRunner"
+    assert type(fast.runner).__name__ == "PagedRunner"  # the CPU default: the fast forward over paged KV
+    assert type(slots.runner).__name__ == "FastRunner" and type(plain.runner).__name__ == "ModelRunner"
 
 
 def test_greedy_tokens_equal_the_plain_engine(toy):
     n = len(toy[2])
     params = [SamplingParams(max_tokens=4 + (i * 13) % 60, temperature=0.0, ignore_eos=True,
                              prompt_logprobs=2 if i % 5 == 0 else None) for i in range(n)]
-    fast, plain = generate(toy, "fast", params), generate(toy, "plain", params)
+    fast, plain = generate(toy, "fast", params, kv_cache="slots"), generate(toy, "plain", params)
     assert [r.output_ids for r in fast] == [r.output_ids for r in plain]
     assert sum(len(r.output_ids) for r in fast) > 500
 
@@ -73,7 +75,8 @@ def test_seeded_sampling_equals_the_plain_engine(toy):
     n = len(toy[2])
     params = [SamplingParams(max_tokens=24, temperature=0.9, top_p=0.9, top_k=20, seed=100 + i, ignore_eos=True,
                              repetition_penalty=1.1) for i in range(n)]
-    fast, plain = generate(toy, "fast", params, max_num_seqs=4), generate(toy, "plain", params, max_num_seqs=4)
+    fast = generate(toy, "fast", params, max_num_seqs=4, kv_cache="slots")
+    plain = generate(toy, "plain", params, max_num_seqs=4)
     assert [r.output_ids for r in fast] == [r.output_ids for r in plain]
     assert len({tuple(r.output_ids) for r in fast}) > n // 2  # really sampled, not collapsed to one answer
 

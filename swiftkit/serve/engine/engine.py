@@ -39,6 +39,10 @@ class EngineOptions:
     seed: int = 0
     engine: str = "auto"  # auto | fast | plain (runner.make_runner)
     enforce_eager: bool = False
+    kv_cache: str = "auto"  # auto | paged | slots: the fast runner's cache (auto: paged on CPU, slots on CUDA)
+    kv_cache_memory: float | None = None  # GiB for the paged pool (None: runner.pool_blocks decides)
+    block_size: int = 16
+    prefix_caching: bool = True
 
 
 class Engine:
@@ -48,7 +52,10 @@ class Engine:
         self.options = options
         self.eos_ids = frozenset(eos_ids)
         self.runner = make_runner(model, options.max_num_seqs, options.max_model_len, options.engine, multi_adapter,
-                                  options.enforce_eager)
+                                  options.enforce_eager, options.kv_cache, options.kv_cache_memory, options.block_size,
+                                  options.prefix_caching)
+        self.paged = hasattr(self.runner, "allocate")
+        self.preemptions = 0
         self.device = self.runner.device
         self.sampler = Sampler(sorted(self.eos_ids), options.seed, self.device)
         self.scheduler = Scheduler(options.max_num_seqs, options.max_queue, options.max_batched_tokens)
@@ -156,6 +163,8 @@ class Engine:
                 failed, self.scheduler.running = self.scheduler.running, []
                 for req in failed:
                     req.status = Status.FINISHED
+                    if self.paged:
+                        self.runner.free(req)
                     self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",
                                                   prompt_tokens=len(req.prompt_ids), completion_tokens=len(req.output_ids)))
                 self._flush()
@@ -180,9 +189,10 @@ class Engine:
             elif req.status is Status.RUNNING:
                 self._finish(req, "abort")
             elif self.scheduler.remove_waiting(req):
-                req.status = Status.FINISHED
-                self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="abort",
-                                              prompt_tokens=len(req.prompt_ids)))
+                req.status = Status.FINISHED  # a preempted request has output: its held-back text goes out
+                self._emit(req, RequestOutput(req.request_id, [], req.detokenizer.delta(final=True) if req.output_ids else "",
+                                              finished=True, finish_reason="abort", prompt_tokens=len(req.prompt_ids),
+                                              completion_tokens=len(req.output_ids)))
         self._run_call()
 
     def _run_call(self) -> None:
@@ -201,9 +211,11 @@ class Engine:
         self._calls_after = ended + (ended - started)
 
     def step(self) -> None:
-        admitted = self.scheduler.admit()
+        admitted = self.scheduler.admit(self.runner.allocate if self.paged else None)
         if admitted:
             self._prefill(admitted)
+        if self.paged:
+            self._make_room()
         batch = len(self.scheduler.running)
         if batch:
             logits = self.runner.decode(self.scheduler.running)
@@ -215,9 +227,27 @@ class Engine:
             self.on_step(batch, len(self.scheduler.waiting))
         self._flush()
 
+    def _make_room(self) -> None:
+        """Paged cache: when the next decode step needs more new blocks than are free, the newest running
+        sequences give theirs back and wait at the head of the queue; they re-enter by recomputing prompt
+        + output (their registered blocks are often still in the prefix cache), so nothing fails."""
+        running = self.scheduler.running
+        while running and self.runner.blocks_needed(running) > self.runner.blocks.num_free:
+            victim = running[-1]
+            self._release(victim)
+            victim.status = Status.WAITING
+            victim.preemptions += 1
+            self.preemptions += 1
+            self.scheduler.waiting.appendleft(victim)
+
+    def _release(self, req: Request) -> None:
+        self.scheduler.release(req, self.runner.move)
+        if self.paged:
+            self.runner.free(req)
+
     def _prefill(self, admitted: list[Request]) -> None:
         row0 = len(self.scheduler.running)
-        want_prompt_lp = any(r.params.prompt_logprobs is not None for r in admitted)
+        want_prompt_lp = any(r.params.prompt_logprobs is not None and not r.output_ids for r in admitted)
         last, logits = self.runner.prefill(admitted, row0, all_logits=want_prompt_lp)
         for r in admitted:
             r.status = Status.RUNNING
@@ -225,7 +255,7 @@ class Engine:
         tokens, logprobs = self.sampler(last, admitted)
         for b, (req, tok, lp) in enumerate(zip(admitted, tokens, logprobs, strict=True)):
             plp = None
-            if req.params.prompt_logprobs is not None and req.error is None:
+            if req.params.prompt_logprobs is not None and req.error is None and not req.preemptions:
                 try:
                     plp = prompt_logprobs(logits[b, req.kv_start:], req.prompt_ids, req.params.prompt_logprobs)
                 except Exception as exc:
@@ -249,7 +279,7 @@ class Engine:
         console.print(f"[red]request {req.request_id} failed:[/] {req.error}")
         req.finish_reason = "error"
         if req.slot >= 0:
-            self.scheduler.release(req, self.runner.move)
+            self._release(req)
         req.status = Status.FINISHED
         self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",
                                       prompt_tokens=len(req.prompt_ids), completion_tokens=len(req.output_ids)))
@@ -280,11 +310,11 @@ class Engine:
         self._emit(req, out)
         if reason is not None:
             req.finish_reason, req.stop_reason = reason, stop_reason
-            self.scheduler.release(req, self.runner.move)
+            self._release(req)
 
     def _finish(self, req: Request, reason: str) -> None:
         req.finish_reason = reason
-        self.scheduler.release(req, self.runner.move)
+        self._release(req)
         self._emit(req, RequestOutput(req.request_id, [], req.detokenizer.delta(final=True), finished=True,
                                       finish_reason=reason, prompt_tokens=len(req.prompt_ids),
                                       completion_tokens=len(req.output_ids)))

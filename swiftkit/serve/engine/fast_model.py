@@ -78,7 +78,9 @@ def _fused(modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 class FastDecoder:
-    def __init__(self, model, num_slots: int, max_len: int):
+    def __init__(self, model, num_slots: int, max_len: int, blocks: tuple[int, int] | None = None):
+        """Slot cache for `num_slots` × `max_len`, or with `blocks` = (num_blocks, block_size) a paged one
+        `[layers, num_blocks + 1, kv_heads, block_size, head_dim]` for the decode_paged / prefill_paged calls."""
         config = model.config
         inner = model.model
         self.heads = config.num_attention_heads
@@ -108,10 +110,19 @@ class FastDecoder:
         positions = torch.arange(max_len, device=self.device)[None]
         cos, sin = inner.rotary_emb(self.embed[:1], positions)
         self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
-        shape = (len(self.layers), num_slots + 1, self.kv_heads, max_len, self.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.scratch_slot = num_slots
+        rows, width = (num_slots, max_len) if blocks is None else blocks
+        shape = (len(self.layers), rows + 1, self.kv_heads, width, self.head_dim)
+        # A paged pool is allocated uninitialised and each block zeroed when first used (`zero_blocks`): on the
+        # CPU its pages are then touched only as blocks fill, so resident memory grows with live tokens. Zeroing
+        # matters: masked positions are read too, and stale memory may hold NaN (NaN × 0 weight is NaN).
+        alloc = torch.empty if blocks is not None else torch.zeros
+        self.k_cache = alloc(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = alloc(shape, dtype=self.dtype, device=self.device)
+        self.scratch_slot = rows
+        self.zeroed = 0
+        if blocks is not None:
+            self.k_cache[:, rows].zero_()
+            self.v_cache[:, rows].zero_()
 
     def cache_bytes(self) -> int:
         return 2 * self.k_cache.numel() * self.k_cache.element_size()
@@ -168,4 +179,72 @@ class FastDecoder:
             return full[torch.arange(rows, device=self.device), ends], full
         last = ends + torch.arange(rows, device=self.device) * width  # flat index of each prompt's last token
         x, _ = kernels.add_rms_norm(h[last], residual[last], self.norm, self.eps)
+        return self.lm_head(x).float(), None
+
+    # -- paged cache (kv_blocks.py decides which block holds which positions) ------------------------------
+    def zero_blocks(self, high: int) -> None:
+        """Zero blocks [zeroed, high) before their first use."""
+        if high > self.zeroed:
+            self.k_cache[:, self.zeroed:high].zero_()
+            self.v_cache[:, self.zeroed:high].zero_()
+            self.zeroed = high
+
+    def decode_paged(self, ids, pos, blocks, offsets, tables) -> torch.Tensor:
+        """One token per row at position pos[b], written to block blocks[b] at offsets[b]; attention over
+        the row's blocks tables[b] ([B, max blocks], padded). Returns float32 logits [B, V]."""
+        h = F.embedding(ids, self.embed)
+        lens = pos + 1
+        residual = None
+        for i, layer in enumerate(self.layers):
+            x, residual = kernels.add_rms_norm(h, residual, layer.ln1, self.eps)
+            q = kernels.paged_rope_and_store_ref(layer.qkv(x), pos, blocks, offsets, self.cos, self.sin,
+                                                 self.k_cache[i], self.v_cache[i], self.heads, self.kv_heads)
+            attn = kernels.paged_decode_attention_ref(q, self.k_cache[i], self.v_cache[i], tables, lens, self.scale)
+            x, residual = kernels.add_rms_norm(layer.o(attn), residual, layer.ln2, self.eps)
+            h = layer.down(kernels.silu_mul(layer.gate_up(x)))
+        x, _ = kernels.add_rms_norm(h, residual, self.norm, self.eps)
+        return self.lm_head(x).float()
+
+    def prefill_paged(self, ids, pos, blocks, offsets, spans: list[tuple[int, int, torch.Tensor]], all_logits: bool):
+        """The new tokens of several sequences as one flat batch (ids/pos/blocks/offsets: [N], no padding).
+
+        spans[r] = (new tokens, positions before them already in the cache, the sequence's block ids):
+        sequence r's queries attend causally to its cached prefix and its new tokens. Returns (logits at
+        each sequence's last token [R, V], per-sequence logits of every new token [R, max new, V] or None).
+        """
+        h = F.embedding(ids, self.embed)
+        residual = None
+        d = self.head_dim
+        for i, layer in enumerate(self.layers):
+            x, residual = kernels.add_rms_norm(h, residual, layer.ln1, self.eps)
+            q = kernels.paged_rope_and_store_ref(layer.qkv(x), pos, blocks, offsets, self.cos, self.sin,
+                                                 self.k_cache[i], self.v_cache[i], self.heads, self.kv_heads)
+            parts, start = [], 0
+            for new, cached, table in spans:
+                total = cached + new
+                k = self.k_cache[i][table].transpose(0, 1).reshape(self.kv_heads, -1, d)[None, :, :total]
+                v = self.v_cache[i][table].transpose(0, 1).reshape(self.kv_heads, -1, d)[None, :, :total]
+                qr = q[start:start + new].transpose(0, 1)[None]
+                if cached:  # queries sit after the cached prefix: a bottom-right causal mask
+                    mask = torch.arange(total, device=q.device)[None] <= cached + torch.arange(new, device=q.device)[:, None]
+                    a = F.scaled_dot_product_attention(qr, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True)
+                else:
+                    with sdpa_kernel(PREFILL_BACKENDS):
+                        a = F.scaled_dot_product_attention(qr, k, v, is_causal=True, scale=self.scale, enable_gqa=True)
+                parts.append(a[0].transpose(0, 1).reshape(new, -1))
+                start += new
+            attn = torch.cat(parts) if len(parts) > 1 else parts[0]
+            x, residual = kernels.add_rms_norm(layer.o(attn), residual, layer.ln2, self.eps)
+            h = layer.down(kernels.silu_mul(layer.gate_up(x)))
+        ends = torch.tensor([n for n, _, _ in spans], device=self.device).cumsum(0) - 1
+        if all_logits:
+            x, _ = kernels.add_rms_norm(h, residual, self.norm, self.eps)
+            flat = self.lm_head(x).float()
+            full = flat.new_zeros(len(spans), max(n for n, _, _ in spans), flat.shape[-1])
+            start = 0
+            for r, (new, _, _) in enumerate(spans):
+                full[r, :new] = flat[start:start + new]
+                start += new
+            return flat[ends], full
+        x, _ = kernels.add_rms_norm(h[ends], residual[ends], self.norm, self.eps)
         return self.lm_head(x).float(), None

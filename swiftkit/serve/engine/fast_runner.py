@@ -14,6 +14,7 @@ import torch
 
 from swiftkit.console import console
 from swiftkit.serve.engine.fast_model import FastDecoder
+from swiftkit.serve.engine.kv_blocks import BlockManager
 from swiftkit.serve.engine.request import Request
 
 
@@ -112,3 +113,88 @@ class FastRunner:
         torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize()
         console.print(f"[dim]captured {len(self._graphs)} decode graphs[/]")
+
+
+class PagedRunner:
+    """The fast forward over a paged KV pool (kv_blocks.py), with automatic prefix caching.
+
+    Runs the torch references on any device (CPU is where it is the default; the CUDA path keeps the slot
+    cache and its graphs until the Triton decode kernel reads block tables). Admission allocates a
+    request's blocks (`allocate`, called by the scheduler); decode takes one more block whenever a
+    sequence crosses a block boundary (`blocks_needed` tells the engine first, so it can preempt).
+    """
+
+    def __init__(self, model, num_slots: int, max_model_len: int, num_blocks: int, block_size: int,
+                 prefix_caching: bool = True):
+        self.net = FastDecoder(model, num_slots, max_model_len + 1, blocks=(num_blocks, block_size))
+        self.device = self.net.device
+        self.max_model_len = max_model_len
+        self.num_slots = num_slots
+        self.block_size = block_size
+        self.blocks = BlockManager(num_blocks, block_size, prefix_caching)
+        # A sequence of max_model_len alone must always fit, or it could never finish even after preempting all.
+        self.watermark = max(1, num_blocks // 100)
+
+    def describe(self) -> str:
+        per_token = self.net.cache_bytes() / (self.blocks.num_blocks + 1) / self.block_size
+        cache = "prefix caching" if self.blocks.prefix_caching else "no prefix caching"
+        return (f"fast, paged KV ({self.net.cache_bytes() / 2**30:.2f} GiB pool: {self.blocks.num_blocks} blocks × "
+                f"{self.block_size} tokens = {self.blocks.num_blocks * self.block_size:,} tokens at "
+                f"{per_token / 1024:.0f} KiB each; {cache}; torch reference attention)")
+
+    # -- the scheduler's and engine's hooks ------------------------------------------------------------------
+    def allocate(self, req: Request, running: int) -> bool:
+        """Blocks for the request's prefill (prompt, plus its output so far if it was preempted)."""
+        use_cache = req.params.prompt_logprobs is None  # those need logits at every prompt position
+        reserve = self.watermark if running else 0
+        return self.blocks.allocate(req, req.token_ids, use_cache, reserve)
+
+    def blocks_needed(self, running: Sequence[Request]) -> int:
+        return self.blocks.blocks_needed(running)
+
+    def free(self, req: Request) -> None:
+        self.blocks.free(req)
+
+    # -- the runner interface ----------------------------------------------------------------------------
+    def prefill(self, requests: Sequence[Request], row0: int, all_logits: bool = False):
+        bs = self.block_size
+        ids, pos, blocks, offsets, spans = [], [], [], [], []
+        for b, req in enumerate(requests):
+            tokens, start = req.token_ids, req.kv_cached
+            p = torch.arange(start, len(tokens))
+            table = torch.tensor(req.block_table)
+            ids.append(torch.tensor(tokens[start:]))
+            pos.append(p)
+            blocks.append(table[p // bs])
+            offsets.append(p % bs)
+            spans.append((len(tokens) - start, start, table.to(self.device)))
+            req.slot, req.kv_start, req.kv_end = row0 + b, 0, len(tokens)
+        self.net.zero_blocks(self.blocks.high)
+        flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
+        last, full = self.net.prefill_paged(*flat, spans, all_logits)
+        for req in requests:
+            self.blocks.register(req, req.token_ids)
+        return last, full
+
+    def decode(self, requests: Sequence[Request]) -> torch.Tensor:
+        bs = self.block_size
+        self.blocks.append_slots(requests)
+        self.net.zero_blocks(self.blocks.high)
+        pos = [r.kv_end for r in requests]
+        width = max(len(r.block_table) for r in requests)
+        scratch = self.net.scratch_slot
+        tables = torch.tensor([r.block_table + [scratch] * (width - len(r.block_table)) for r in requests])
+        p = torch.tensor(pos)
+        rows = torch.arange(len(requests))
+        ids = torch.tensor([r.last_token for r in requests])
+        dev = self.device
+        logits = self.net.decode_paged(ids.to(dev), p.to(dev), tables[rows, p // bs].to(dev), (p % bs).to(dev),
+                                       tables.to(dev))
+        for r in requests:
+            r.kv_end += 1
+            if r.kv_end % bs == 0:
+                self.blocks.register(r, r.token_ids)
+        return logits
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Rows are only indices into the running list here: block tables travel with their requests."""

@@ -67,6 +67,30 @@ def decode_attention_ref(q, k_cache, v_cache, slots, lens, scale):
     return out.reshape(q.shape[0], -1)
 
 
+def paged_rope_and_store_ref(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads):
+    """As rope_and_store_ref over a paged cache [blocks, kv_heads, block_size, D]: token t's k and v go to
+    block blocks[t] at offset offsets[t]; RoPE still uses its position pos[t]."""
+    d = k_cache.shape[-1]
+    q, k, v = qkv.split([heads * d, kv_heads * d, kv_heads * d], -1)
+    c, s = cos[pos][:, None], sin[pos][:, None]
+    q, k = _rotate(q.view(-1, heads, d), c, s), _rotate(k.view(-1, kv_heads, d), c, s)
+    k_cache[blocks, :, offsets] = k
+    v_cache[blocks, :, offsets] = v.view(-1, kv_heads, d)
+    return q
+
+
+def paged_decode_attention_ref(q, k_cache, v_cache, tables, lens, scale):
+    """q [B, H, D]; row b attends to positions [0, lens[b]) held by blocks tables[b] (padded with any block
+    id: positions past lens[b] are masked). Returns [B, H*D]. Reads only the rows' own blocks."""
+    rows, width = tables.shape
+    kv_heads, block, d = k_cache.shape[1:]
+    k = k_cache[tables].transpose(1, 2).reshape(rows, kv_heads, width * block, d)
+    v = v_cache[tables].transpose(1, 2).reshape(rows, kv_heads, width * block, d)
+    live = torch.arange(width * block, device=q.device)[None, :] < lens[:, None]
+    out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=live[:, None, None], scale=scale, enable_gqa=True)
+    return out.reshape(rows, -1)
+
+
 def silu_mul_ref(gate_up):
     gate, up = gate_up.chunk(2, -1)
     return F.silu(gate) * up

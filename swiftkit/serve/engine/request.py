@@ -96,6 +96,12 @@ class Request:
     slot: int = -1
     kv_start: int = 0
     kv_end: int = 0
+    # Paged KV (kv_blocks.py): the blocks holding positions [j·B, (j+1)·B), the prefix hashes of the full ones,
+    # and how many leading positions the last prefill took from the prefix cache instead of computing them.
+    block_table: list[int] = field(default_factory=list)
+    block_hashes: list[int] = field(default_factory=list)
+    kv_cached: int = 0
+    preemptions: int = 0  # times its blocks were taken back; it re-enters by recomputing prompt + output
     generator: Any = None  # torch.Generator when the request has a seed
     matcher: Any = None  # llguidance matcher when the output is constrained
     detokenizer: Any = None
@@ -105,6 +111,10 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
 
     @property
     def last_token(self) -> int:

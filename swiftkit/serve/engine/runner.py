@@ -21,22 +21,59 @@ BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter bat
 
 
 def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto", multi_adapter: bool = False,
-                enforce_eager: bool = False):
-    """The fast runner where it applies (engine auto/fast), else this plain one; says which in the log."""
+                enforce_eager: bool = False, kv_cache: str = "auto", kv_cache_memory: float | None = None,
+                block_size: int = 16, prefix_caching: bool = True):
+    """The fast runner where it applies (engine auto/fast), else this plain one; says which in the log.
+
+    The fast runner's cache: `kv_cache` paged (blocks, prefix caching; the CPU default) or slots (the CUDA
+    default: its Triton decode kernel and CUDA graphs read the slot cache)."""
     from swiftkit.serve.engine.fast_model import unsupported_reason
-    from swiftkit.serve.engine.fast_runner import FastRunner
+    from swiftkit.serve.engine.fast_runner import FastRunner, PagedRunner
 
     reason = "--engine plain"
     if engine in ("auto", "fast"):
         reason = "several LoRA adapters in one batch (PEFT's mixed-adapter forward)" if multi_adapter else unsupported_reason(model)
         if reason is None:
-            runner = FastRunner(model, num_slots, max_model_len, enforce_eager)
+            device = next(model.parameters()).device
+            if kv_cache == "paged" or (kv_cache == "auto" and device.type != "cuda"):
+                blocks = pool_blocks(model, num_slots, max_model_len, block_size, kv_cache_memory)
+                runner = PagedRunner(model, num_slots, max_model_len, blocks, block_size, prefix_caching)
+            else:
+                runner = FastRunner(model, num_slots, max_model_len, enforce_eager)
             console.print(f"[bold]engine[/] {runner.describe()}")
             return runner
         if engine == "fast":
             raise SwiftkitError(f"--engine fast cannot run this model: {reason}", "use --engine auto or plain")
     console.print(f"[bold]engine[/] plain (the transformers forward; fast path not used: {reason})")
     return ModelRunner(model, num_slots, max_model_len, multi_adapter)
+
+
+CPU_KV_CACHE_GIB = 4.0  # the CPU pool's default ceiling (vLLM's CPU backend also defaults to 4 GiB)
+
+
+def pool_blocks(model, num_slots: int, max_model_len: int, block_size: int, memory_gib: float | None) -> int:
+    """Blocks of the paged pool: `memory_gib` of KV, by default what num_slots × max_model_len would take,
+    capped at 4 GiB on CPU and at 90 % of free memory on CUDA. At least one full-length sequence must fit."""
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    param = next(model.parameters())
+    per_block = 2 * config.num_hidden_layers * kv_heads * block_size * head_dim * param.element_size()
+    per_seq = -(-(max_model_len + 1) // block_size)
+    if memory_gib is None:
+        if param.device.type == "cuda":
+            cap = 0.9 * torch.cuda.mem_get_info(param.device)[0]
+        else:
+            cap = CPU_KV_CACHE_GIB * 2**30
+        blocks = min(num_slots * per_seq, int(cap // per_block))
+    else:
+        blocks = int(memory_gib * 2**30 // per_block)
+    if blocks < per_seq:
+        need = per_seq * per_block / 2**30
+        raise SwiftkitError(f"the KV cache holds {blocks * block_size} tokens, less than one sequence of --max-model-len "
+                            f"{max_model_len}", f"give --kv-cache-memory at least {need:.2f} (GiB) or lower --max-model-len")
+    return blocks
 
 
 class ModelRunner:

@@ -1,13 +1,15 @@
 """Who runs: a bounded FIFO of waiting requests and a compact list of running ones.
 
 Between decode steps, waiting requests are admitted while slots are free (and their padded prefill
-fits the token budget); finished or aborted requests leave at once, and the last running row is
-moved into the hole so running rows stay 0..B-1 (see kv_cache.py).
+fits the token budget, and with a paged cache their blocks are free); finished or aborted requests
+leave at once, and the last running row is moved into the hole so running rows stay 0..B-1 (see
+kv_cache.py; a paged cache's block tables travel with their requests, so its move is a no-op).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from swiftkit.serve.engine.request import Request, Status
 
@@ -29,14 +31,19 @@ class Scheduler:
             raise QueueFull(f"the request queue is full ({self.max_queue} waiting)")
         self.waiting.append(req)
 
-    def admit(self) -> list[Request]:
-        """Waiting requests that join the batch now (FIFO; the first always fits the token budget)."""
+    def admit(self, allocate: Callable[[Request, int], bool] | None = None) -> list[Request]:
+        """Waiting requests that join the batch now (FIFO; the first always fits the token budget).
+
+        With a paged cache, `allocate(req, rows already running or admitted)` takes the request's blocks
+        and says False when they are not free: admission stops there (the queue stays FIFO)."""
         admitted: list[Request] = []
         width = 0
         while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
             nxt = self.waiting[0]
-            new_width = max(width, len(nxt.prompt_ids))
+            new_width = max(width, nxt.num_tokens)  # a preempted request re-enters with its output so far
             if admitted and new_width * (len(admitted) + 1) > self.max_batched_tokens:
+                break
+            if allocate is not None and not allocate(nxt, len(self.running) + len(admitted)):
                 break
             width = new_width
             admitted.append(self.waiting.popleft())

@@ -1,0 +1,132 @@
+"""Paged KV with automatic prefix caching (the CPU default of the fast engine) against the plain engine, fp32.
+
+Prompts share long prefixes (a common "system prompt", and repeats of whole prompts), arrive while others run
+and finish at different lengths; a pool too small for every sequence forces preemption by recompute. Tokens,
+prompt logprobs, logprobs and seeded samples must equal the plain transformers engine's, and every block must
+be free again at the end.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from swiftkit.serve.engine.engine import Engine, EngineOptions
+from swiftkit.serve.engine.request import Request, SamplingParams
+
+
+@pytest.fixture(scope="module")
+def toy(toy_model):
+    from swiftkit.loading import load_model
+
+    model, tokenizer, _ = load_model(str(toy_model), dtype="float32", device="cpu")
+    rows = [json.loads(line) for line in (toy_model / "task" / "heldout.jsonl").read_text().splitlines()[:12]]
+    system = tokenizer("Answer with the larger of the two numbers, and nothing else. " * 3)["input_ids"]
+    ids = [tokenizer.apply_chat_template([{"role": "user", "content": r["question"]}], add_generation_prompt=True,
+                                         tokenize=True, return_dict=True)["input_ids"] for r in rows]
+    prompts = [system + x + x[: (i * 7) % 23] for i, x in enumerate(ids)]
+    return model, tokenizer, prompts + prompts[:6]  # whole prompts again: full prefix hits
+
+
+def run(toy, params: list[SamplingParams], **options) -> tuple[Engine, list[Request]]:
+    model, tokenizer, prompts = toy
+    options = {"max_num_seqs": 5, "max_model_len": 256, **options}
+    eng = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(**options))
+    outputs: dict[str, list] = {}
+    requests = [Request(list(p), sp, sink=lambda o: outputs.setdefault(o.request_id, []).append(o))
+                for p, sp in zip(prompts, params, strict=True)]
+    late = len(requests) // 3
+    for r in requests[:-late]:
+        eng.submit(r)
+    steps = 0
+
+    def arrive_late() -> None:
+        nonlocal steps
+        steps += 1
+        if steps in (3, 20):
+            for r in requests[-late:][:late // 2] if steps == 3 else requests[-late:][late // 2:]:
+                eng.submit(r)
+
+    eng.drain(arrive_late)
+    assert all(outputs[r.request_id][-1].finished for r in requests)
+    for r in requests:
+        r.logprob_list = [lp for o in outputs[r.request_id] for lp in (o.logprobs or [])]
+        r.prompt_lp = next((o.prompt_logprobs for o in outputs[r.request_id] if o.prompt_logprobs), None)
+    return eng, requests
+
+
+def greedy(n: int) -> list[SamplingParams]:
+    return [SamplingParams(max_tokens=4 + (i * 13) % 50, temperature=0.0, ignore_eos=True, logprobs=2 if i % 4 == 1 else None,
+                           prompt_logprobs=2 if i % 5 == 0 else None) for i in range(n)]
+
+
+def test_paged_prefix_cached_greedy_equals_plain_engine(toy):
+    params = greedy(len(toy[2]))
+    eng, paged = run(toy, params)
+    _, plain = run(toy, params, engine="plain")
+    assert type(eng.runner).__name__ == "PagedRunner"
+    assert [r.output_ids for r in paged] == [r.output_ids for r in plain]
+    blocks = eng.runner.blocks
+    assert blocks.hit_tokens > 0.3 * blocks.queried_tokens  # the shared prefixes were really reused
+    for a, b in zip(paged, plain, strict=True):
+        assert [x.token_id for x in a.logprob_list] == [x.token_id for x in b.logprob_list]
+        for x, y in zip(a.logprob_list, b.logprob_list, strict=True):
+            assert x.logprob == pytest.approx(y.logprob, abs=1e-4)
+            assert [t for t, _ in x.top] == [t for t, _ in y.top]
+        assert (a.prompt_lp is None) == (b.prompt_lp is None)
+        if a.prompt_lp:
+            got = [e.logprob for e in a.prompt_lp[1:]]
+            want = [e.logprob for e in b.prompt_lp[1:]]
+            assert got == pytest.approx(want, abs=1e-4)
+    assert blocks.num_free == blocks.num_blocks and not any(blocks.ref)  # nothing leaked
+
+
+def test_a_small_pool_preempts_and_recomputes_instead_of_failing(toy):
+    params = greedy(len(toy[2]))
+    # 24 blocks of 16: about two of these sequences at once, so running ones are preempted when they grow
+    eng, paged = run(toy, params, kv_cache_memory=24 * eng_block_bytes(toy) / 2**30)
+    _, plain = run(toy, params, engine="plain")
+    assert eng.runner.blocks.num_blocks == 24
+    assert eng.preemptions > 0
+    assert [r.output_ids for r in paged] == [r.output_ids for r in plain]
+    assert [len(r.logprob_list) for r in paged] == [len(r.output_ids) if r.params.logprobs is not None else 0 for r in paged]
+
+
+def eng_block_bytes(toy) -> int:
+    config = toy[0].config
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * 16 * (config.hidden_size // config.num_attention_heads) * 4
+
+
+def test_seeded_sampling_with_prefix_hits_and_n_equals_plain(toy):
+    n = len(toy[2])
+    # like `n` > 1: the same prompt several times with seed + i; the repeats hit the prefix cache
+    params = [SamplingParams(max_tokens=20, temperature=0.9, top_p=0.9, top_k=20, seed=100 + i % 6, ignore_eos=True,
+                             repetition_penalty=1.1) for i in range(n)]
+    eng, paged = run(toy, params, max_num_seqs=4)
+    _, plain = run(toy, params, max_num_seqs=4, engine="plain")
+    assert [r.output_ids for r in paged] == [r.output_ids for r in plain]
+    assert len({tuple(r.output_ids) for r in paged}) > n // 3
+    assert eng.runner.blocks.hit_tokens > 0
+
+
+def test_prefix_caching_off_and_slots_give_the_same_tokens(toy):
+    params = greedy(len(toy[2]))
+    eng, uncached = run(toy, params, prefix_caching=False)
+    _, slots = run(toy, params, kv_cache="slots")
+    _, cached = run(toy, params)
+    assert eng.runner.blocks.hit_tokens == 0
+    assert [r.output_ids for r in uncached] == [r.output_ids for r in slots] == [r.output_ids for r in cached]
+
+
+def test_memory_follows_live_tokens_and_errors_say_what_fits(toy):
+    from swiftkit.errors import SwiftkitError
+
+    model, tokenizer, prompts = toy
+    eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=32, max_model_len=4096))
+    blocks = eng.runner.blocks
+    eng.submit(Request(list(prompts[0]), SamplingParams(max_tokens=1, temperature=0.0), sink=lambda o: None))
+    eng.drain()  # prefilled, sampled its one token, finished: its blocks are free again, its prefix cached
+    assert blocks.num_free == blocks.num_blocks and len(blocks.evictable) == len(prompts[0]) // 16
+    with pytest.raises(SwiftkitError, match="less than one sequence"):
+        Engine(model, tokenizer, [0], EngineOptions(max_model_len=4096, kv_cache_memory=0.0001))
