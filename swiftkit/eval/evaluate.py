@@ -258,7 +258,10 @@ def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
         plan = _plan(cfg, Path(scratch), target, end)  # validate data before touching the output
         _check_names(plan)
         _build_tasks(_task_manager(plan), plan)
-    backend = _load_backend(cfg, target, tokenizer, plan, chat)
+    from swiftkit.eval.progress import quiet_tqdm
+
+    with quiet_tqdm():  # transformers' per-file loading bars
+        backend = _load_backend(cfg, target, tokenizer, plan, chat)
     # Kept on failure: its request cache lets the same command resume where it stopped.
     with artifact_writer(target.output, overwrite=cfg.overwrite, keep_partial=True) as tmp:
         plan = _plan(cfg, tmp / "tasks", target, end)

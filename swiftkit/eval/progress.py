@@ -42,8 +42,6 @@ class EvalProgress:
             names = list(dict.fromkeys(getattr(r, "task_name", None) or "?" for r in requests))
             tasks = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1} more"
             self.kind, self.tokens, self.started = KINDS[attr], 0, time.monotonic()
-            if self.row is not None:
-                self.bar.update(self.row, visible=False)
             self.row = self.bar.add_task(f"{self.label}: {tasks}", total=len(requests), info=self.kind)
             return method(requests, *args, **kwargs)
 

@@ -1,4 +1,4 @@
-"""Every stage on real weights (SmolLM2-135M-Instruct): serve, eval, quantize, sft -> merge.
+"""Every stage on real weights (SmolLM2-135M-Instruct): serve, quantize, sft -> merge (eval: test_real_eval.py).
 
 Sizes are chosen for CI on 2 CPU cores (docs/benchmarks.md has the measured times).
 """
@@ -45,27 +45,6 @@ def test_serve_answers_like_in_process_greedy(smollm2, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(smollm2)
     assert served == [_greedy(model, tok, q, 24) for q in QUESTIONS]
     assert "Paris" in served[0]
-
-
-def test_eval_local_backend_equals_lm_eval_hf_per_sample(smollm2, shared_data, tmp_path):
-    runs = {}
-    for backend in ("local", "hf"):
-        out = tmp_path / backend
-        proc = run_cli(
-            "eval", "--model", smollm2, "--tasks", "mmlu", "--data-dir", shared_data, "--limit", "3",
-            "--no-chat", "--backend", backend, "--output", out,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        runs[backend] = {
-            p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in sorted((out / "samples").glob("mmlu_*.jsonl"))
-        }
-    assert len(runs["local"]) == 11 and runs["local"].keys() == runs["hf"].keys()
-    for subject, samples in runs["local"].items():
-        for ours, theirs in zip(samples, runs["hf"][subject], strict=True):
-            assert ours["doc_id"] == theirs["doc_id"]
-            for (a, _), (b, _) in zip(ours["filtered_resps"], theirs["filtered_resps"], strict=True):
-                assert a == pytest.approx(b, abs=1e-4), subject
-            assert ours["acc"] == theirs["acc"]
 
 
 def test_gptq_keeps_wikitext_perplexity_within_bound(smollm2, shared_data, tmp_path):
