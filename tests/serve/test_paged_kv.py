@@ -130,3 +130,58 @@ def test_memory_follows_live_tokens_and_errors_say_what_fits(toy):
     assert blocks.num_free == blocks.num_blocks and len(blocks.evictable) == len(prompts[0]) // 16
     with pytest.raises(SwiftkitError, match="less than one sequence"):
         Engine(model, tokenizer, [0], EngineOptions(max_model_len=4096, kv_cache_memory=0.0001))
+
+
+def test_requests_admitted_together_share_their_prefix(toy):
+    """Like `n` choices: copies of one prompt admitted in the same step compute its blocks once."""
+    model, tokenizer, prompts = toy
+    prompt = prompts[3] * 2
+    params = [SamplingParams(max_tokens=12, temperature=0.0 if i == 0 else 0.8, seed=7 + i, ignore_eos=True, logprobs=1)
+              for i in range(4)]
+    got = {}
+    for engine in ("fast", "plain"):
+        eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=4, max_model_len=256, engine=engine))
+        reqs = [Request(list(prompt), p, sink=lambda o: None) for p in params]
+        for r in reqs:
+            eng.submit(r)
+        eng.drain()
+        got[engine] = [r.output_ids for r in reqs]
+        if engine == "fast":
+            blocks = eng.runner.blocks
+            assert blocks.hit_tokens == 3 * ((len(prompt) - 1) // 16) * 16
+            assert blocks.high <= (len(prompt) + 12) // 16 + 1 + 3 * 2  # one copy of the prompt's blocks
+    assert got["fast"] == got["plain"]
+
+
+@pytest.mark.real
+def test_real_model_paged_prefix_cached_greedy_equals_plain(smollm2):
+    """SmolLM2-135M in fp32: chat prompts sharing the default system prompt, late arrivals, a repeat."""
+    from swiftkit.loading import load_model
+
+    model, tokenizer, _ = load_model(str(smollm2), dtype="float32", device="cpu")
+    questions = ["What is the capital of France?", "Name three primary colors.", "What is 12 times 12?",
+                 "Write a haiku about the sea.", "Who wrote Hamlet?", "What is the capital of France?"]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"] for q in questions]
+    params = [SamplingParams(max_tokens=10 + 4 * i, temperature=0.0, ignore_eos=True,
+                             prompt_logprobs=1 if i == 2 else None) for i in range(len(prompts))]
+    got = {}
+    for engine in ("fast", "plain"):
+        eng = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(max_num_seqs=3, max_model_len=512, engine=engine))
+        reqs = [Request(list(p), sp, sink=lambda o: None) for p, sp in zip(prompts, params, strict=True)]
+        for r in reqs[:3]:
+            eng.submit(r)
+        steps = 0
+
+        def arrive(eng=eng, reqs=reqs) -> None:
+            nonlocal steps
+            steps += 1
+            if steps == 4:
+                for r in reqs[3:]:
+                    eng.submit(r)
+
+        eng.drain(arrive)
+        got[engine] = [r.output_ids for r in reqs]
+        if engine == "fast":
+            assert eng.runner.blocks.hit_tokens >= 5 * 16  # the shared system prompt, and the repeat
+    assert got["fast"] == got["plain"]

@@ -165,6 +165,8 @@ class Engine:
                     req.status = Status.FINISHED
                     if self.paged:
                         self.runner.free(req)
+                if self.paged:  # blocks registered for this step's prefills may never have been written
+                    self.runner.blocks.reset_prefix_cache()
                     self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",
                                                   prompt_tokens=len(req.prompt_ids), completion_tokens=len(req.output_ids)))
                 self._flush()

@@ -171,10 +171,7 @@ class PagedRunner:
             req.slot, req.kv_start, req.kv_end = row0 + b, 0, len(tokens)
         self.net.zero_blocks(self.blocks.high)
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
-        last, full = self.net.prefill_paged(*flat, spans, all_logits)
-        for req in requests:
-            self.blocks.register(req, req.token_ids)
-        return last, full
+        return self.net.prefill_paged(*flat, spans, all_logits)
 
     def decode(self, requests: Sequence[Request]) -> torch.Tensor:
         bs = self.block_size
@@ -193,7 +190,7 @@ class PagedRunner:
         for r in requests:
             r.kv_end += 1
             if r.kv_end % bs == 0:
-                self.blocks.register(r, r.token_ids)
+                self.blocks.register(r, r.token_ids, r.kv_end)
         return logits
 
     def move(self, src: int, dst: int, length: int) -> None:

@@ -4,12 +4,13 @@ The KV tensors themselves live in the runner (`[layers, blocks, kv_heads, block_
 file only decides which block holds which positions. A sequence owns `req.block_table`: block j holds its
 positions [j·B, (j+1)·B). Memory in use grows with live tokens, not slots × max length.
 
-Prefix caching (nano-vllm's block manager, vLLM's "automatic prefix caching"): once a block is full and
-computed, it is registered under a hash of every token up to its end (chained: the hash of block j covers
-block j-1's hash, so equal hashes mean equal prefixes) and of the adapter. A new sequence whose prompt starts
-with registered blocks takes them (reference count + 1) and prefills only the rest. A block whose count drops
-to 0 keeps its hash and stays reusable until the pool needs it: free blocks are handed out never-cached
-first, then least recently released first. The token ids are kept with the hash and compared on a hit.
+Prefix caching (nano-vllm's block manager, vLLM's "automatic prefix caching"): once a block is full (at
+admission for a prompt's blocks, during decode for generated ones), it is registered under a hash of every
+token up to its end (chained: the hash of block j covers block j-1's hash, so equal hashes mean equal
+prefixes) and of the adapter. A new sequence whose prompt starts with registered blocks takes them
+(reference count + 1) and prefills only the rest. A block whose count drops to 0 keeps its hash and stays
+reusable until the pool needs it: free blocks are handed out never-cached first, then least recently
+released first. The token ids are kept with the hash and compared on a hit.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class BlockManager:
         req.block_table = hits + [self._take() for _ in range(need)]
         req.block_hashes = [self.hash[b] for b in hits]
         req.kv_cached = len(hits) * self.block_size
+        # Registered before they are computed: a request admitted later in the same step then shares them.
+        # That is safe because one prefill forward writes every sequence's keys of a layer before any of
+        # them attends in that layer (fast_model.prefill_paged), and a failed step resets the cache.
+        self.register(req, tokens, len(tokens))
         if use_cache and self.prefix_caching:
             self.queried_tokens += len(tokens)
             self.hit_tokens += req.kv_cached
@@ -104,12 +109,12 @@ class BlockManager:
             if r.kv_end == len(r.block_table) * self.block_size:
                 r.block_table.append(self._take())
 
-    def register(self, req: Request, tokens: Sequence[int]) -> None:
-        """Register the sequence's blocks that are now full and computed (`tokens`: its ids up to req.kv_end)."""
+    def register(self, req: Request, tokens: Sequence[int], upto: int) -> None:
+        """Register the sequence's full blocks among its first `upto` positions (`tokens`: its ids)."""
         if not self.prefix_caching:
             return
         bs = self.block_size
-        for j in range(len(req.block_hashes), req.kv_end // bs):
+        for j in range(len(req.block_hashes), upto // bs):
             chunk = tuple(tokens[j * bs:(j + 1) * bs])
             h = block_hash(req.block_hashes[-1] if req.block_hashes else None, chunk, req.adapter)
             req.block_hashes.append(h)
