@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from swiftkit.console import console
-from swiftkit.data.formats import apply_column_map, parse_column_map, to_conversation, to_feedback, to_preference
+from swiftkit.data.formats import apply_column_map, parse_column_map, to_conversation, to_feedback, to_preference, to_prompt
 from swiftkit.data.sources import load_rows, parse_source
 from swiftkit.errors import DataError
 
-# feedback: KTO rows, labelled prompt/completion or prompt/chosen/rejected pairs.
-Kind = Literal["sft", "preference", "feedback"]
+# feedback: KTO rows, labelled prompt/completion or prompt/chosen/rejected pairs; prompt: GRPO prompts
+# with the columns their rewards read.
+Kind = Literal["sft", "preference", "feedback", "prompt"]
 
 
 @dataclass
@@ -55,7 +56,7 @@ def load_training_data(
     if not specs:
         raise DataError("no --data given", "pass --data FILE.jsonl (repeat for several sources)")
     mapping = parse_column_map(columns or [])
-    convert = {"sft": to_conversation, "preference": to_preference, "feedback": to_feedback}[kind]
+    convert = {"sft": to_conversation, "preference": to_preference, "feedback": to_feedback, "prompt": to_prompt}[kind]
     rows = []
     for spec in specs:
         source = parse_source(spec)
@@ -93,6 +94,8 @@ def drop_overlength(data: TrainingData, tokenizer, max_length: int, kind: Kind) 
     for row in data.rows:
         if kind == "sft":
             conversations = [row["messages"]]
+        elif kind == "prompt":  # the prompt alone: --max-completion-length bounds the rest
+            conversations = [row["prompt"]]
         elif "completion" in row:
             conversations = [row["prompt"] + row["completion"]]
         else:

@@ -11,6 +11,9 @@ SFT rows become `{"messages": [...]}` (conversational); preference rows become
 - hh-rlhf transcripts: only `chosen` / `rejected`, each "\\n\\nHuman: ...\\n\\nAssistant: ..."; the prompt is
   their shared prefix.
 - KTO feedback `prompt` / `completion` / `label` (desirable or not); a KTO source may also hold preference rows.
+- GRPO prompts: `prompt` (text or messages) with any further columns (`answer`, `tests`, `schema`, ...)
+  for the reward functions; SFT rows (messages, instruction/output), preference rows (the chosen reply)
+  and GSM8K `question` / `answer` rows become a prompt plus their reference reply as `answer`.
 
 Every problem raises a `DataError` naming the row (`Row.where`) and what is wrong.
 """
@@ -152,6 +155,41 @@ def to_feedback(row: Row) -> dict[str, Any]:
         raise DataError(f"{row.where}: completion must be assistant turn(s) after the prompt")
     _check_conversation(prompt + completion, row, "completion")
     return {"prompt": prompt, "completion": completion, "label": _label(v["label"], row)}
+
+
+# Columns a prompt row's format consumes; every other column goes on to the reward functions.
+_PROMPT_FORMAT_COLUMNS = {"prompt", "messages", "conversations", "instruction", "input", "output", "system", "question"}
+
+
+def to_prompt(row: Row) -> dict[str, Any]:
+    """A GRPO row: `prompt` messages ending with a user turn, plus the row's other columns (the rewards'
+    inputs). Rows without a `prompt` column are read as a question and its reference answer."""
+    v = row.values
+    extra = {k: val for k, val in v.items() if k not in _PROMPT_FORMAT_COLUMNS}
+    if "prompt" in v:
+        prompt = _as_turns(v["prompt"], "user", row, "prompt")
+        # A preference row's chosen reply (or an SFT-style completion) is the reference answer.
+        for reference in ("completion", "chosen"):
+            if reference in v and "answer" not in v:
+                extra["answer"] = "".join(m["content"] for m in _as_turns(v[reference], "assistant", row, reference))
+        for consumed in ("completion", "chosen", "rejected"):
+            extra.pop(consumed, None)
+    elif "question" in v:
+        prompt = [{"role": "user", "content": _text(v["question"], row, "question")}]
+    else:
+        try:
+            messages = to_conversation(row)["messages"]
+        except DataError:
+            raise DataError(
+                f"{row.where}: no prompt columns found (has: {', '.join(v) or 'nothing'})",
+                "expected prompt (+ answer, tests, schema ...), question/answer, or SFT rows; map yours with --columns ours=theirs",
+            ) from None
+        prompt = messages[:-1]
+        extra.setdefault("answer", messages[-1]["content"])
+    _check_conversation(prompt, row, "prompt", ends_with_assistant=False)
+    if prompt[-1]["role"] == "assistant":
+        raise DataError(f"{row.where}: the prompt must end with a user (or tool) turn, not an assistant turn")
+    return {"prompt": prompt, **extra}
 
 
 def _label(value: Any, row: Row) -> bool:

@@ -16,8 +16,10 @@ from swiftkit.console import progress
 class RichProgress(TrainerCallback):
     """One progress bar on the main process; the latest loss / lr / tokens/s in its info column."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, shown: tuple[tuple[str, str], ...] = ()):
         self.description = description
+        # (log key, label) shown besides loss / lr / eval: a stage's own live metrics (GRPO's rewards, KL).
+        self.shown = (("loss", "loss"), ("learning_rate", "lr"), ("eval_loss", "eval"), *shown)
         self.bar = None
         self.task = None
         self.info: dict[str, str] = {}
@@ -44,7 +46,7 @@ class RichProgress(TrainerCallback):
         self.bar.update(self.task, completed=state.global_step, info="  ".join(f"{k} {v}" for k, v in self.info.items()))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        for key, label in (("loss", "loss"), ("learning_rate", "lr"), ("eval_loss", "eval")):
+        for key, label in self.shown:
             if logs and key in logs:
                 self.info[label] = f"{logs[key]:.4g}"
 

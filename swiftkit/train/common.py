@@ -347,15 +347,16 @@ def _distributed_args(cfg: TrainConfig) -> dict[str, Any]:
     return {}
 
 
-def prepare_trainer(trainer, description: str):
-    """Swap HF's tqdm/printer for the rich progress bar; add per-step timing (returned, for the metrics)."""
+def prepare_trainer(trainer, description: str, shown: tuple[tuple[str, str], ...] = ()):
+    """Swap HF's tqdm/printer for the rich progress bar (with the `shown` (log key, label) metrics live);
+    add per-step timing (returned, for the metrics)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from swiftkit.train.callbacks import CheckpointMarker, RichProgress, StepTiming
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(RichProgress(description))
+    trainer.add_callback(RichProgress(description, shown))
     trainer.add_callback(CheckpointMarker())
     timing = StepTiming()
     trainer.add_callback(timing)
@@ -373,9 +374,10 @@ class Trained:
     after: dict[str, Any]
 
 
-def train_measured(trainer, description: str, measure: Callable[[], dict[str, Any]], resume_from: str | None) -> Trained:
+def train_measured(trainer, description: str, measure: Callable[[], dict[str, Any]], resume_from: str | None,
+                   shown: tuple[tuple[str, str], ...] = ()) -> Trained:
     """Train under our progress bar and step timing, calling `measure` (the held-out metrics) before and after."""
-    timing = prepare_trainer(trainer, description)
+    timing = prepare_trainer(trainer, description, shown)
     before = measure()
     result = trainer.train(resume_from_checkpoint=resume_from)
     return Trained(trainer, result, timing, before, measure())

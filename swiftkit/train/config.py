@@ -111,3 +111,40 @@ class SimPOConfig(TrainConfig):
 
 class RewardModelConfig(TrainConfig):
     eval_split: float = Field(0.1, ge=0, lt=1, description="Fraction of pairs held out for the pair accuracy (0 disables).")
+
+
+class GRPOConfig(TrainConfig):
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(16, ge=1, description="Completions per device and step (prompts x --num-generations).")
+    max_length: int = Field(512, ge=1, description="Max prompt tokens; longer prompts are skipped (counted).")
+    reward: list[str] = Field(
+        default_factory=lambda: ["exact_match"],
+        description="Rewards: exact_match, format, json, code_tests, module:function, FILE.py:function, rm:ARTIFACT.",
+    )
+    reward_weights: list[float] = Field(default_factory=list, description="One weight per --reward (default: all 1).")
+    answer_format: str = Field("auto", description="How exact_match/format find the answer: auto, gsm8k, last_number, boxed, regex:RE.")
+    format_regex: str | None = Field(None, description="The format reward: the completion must match this regex in full.")
+    json_schema: str | None = Field(None, description="The json reward: a JSON schema file (else the row's `schema` column, if any).")
+    allow_code_execution: bool = Field(False, description="Allow the code_tests reward to run model-written code (sandboxed).")
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group whose rewards are compared).")
+    max_completion_length: int = Field(256, ge=1, description="Max new tokens per completion.")
+    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling.")
+    top_k: int = Field(0, ge=0, description="Rollout top-k (0: off).")
+    beta: float = Field(0.04, ge=0, description="KL coefficient to the reference (the input model; 0: no reference pass).")
+    loss_type: str = Field("dapo", description="TRL GRPO loss: grpo, dapo, dr_grpo, bnpo, ...")
+    rollout_engine: Literal["auto", "swiftkit", "trl"] = Field(
+        "auto", description="Who generates rollouts: swiftkit's engine or TRL's generate (auto: swiftkit on CUDA)."
+    )
+    eval_split: float = Field(0.05, ge=0, lt=1, description="Fraction of prompts held out for the greedy reward before/after (0 disables).")
+    eval_rows: int = Field(256, ge=1, description="At most this many held-out prompts are scored (greedy) before and after.")
+
+
+class DistillConfig(TrainConfig):
+    teacher: str = Field(..., description="Teacher model (artifact, HF dir, .gguf or hub id); must share the student's vocabulary.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    max_length: int = Field(512, ge=1, description="Max prompt tokens; longer prompts are skipped (counted).")
+    max_completion_length: int = Field(64, ge=1, description="Max new tokens the student generates per prompt.")
+    temperature: float = Field(1.0, gt=0, description="Student sampling temperature for its on-policy completions.")
+    beta: float = Field(0.5, ge=0, le=1, description="Generalised JSD: 0 = forward KL, 1 = reverse KL, between = JSD.")
+    eval_rows: int = Field(256, ge=1, description="At most this many held-out prompts compared (greedy, student vs teacher).")
