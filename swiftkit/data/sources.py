@@ -89,8 +89,7 @@ def _read_local(source: Source) -> list[Row]:
 
 
 def open_text(path: Path) -> IO[str]:
-    """A UTF-8 text file, read through gzip when it ends in `.gz`: the one way JSONL is opened (training
-    data here, benchmark files in swiftkit.eval.tasks)."""
+    """A UTF-8 text file, read through gzip when it ends in `.gz`."""
     if path.suffix.lower() == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8")
@@ -108,8 +107,13 @@ def _readable(path: Path) -> Iterator[None]:
 
 
 def _read_jsonl(path: Path) -> list[Row]:
-    # Parsed by hand (not `datasets`' json builder) so a broken line is reported by its number.
-    rows = []
+    return [Row(value, f"{path.name} row {number}") for number, value in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per non-blank line of a .jsonl / .jsonl.gz file: the project's one JSONL
+    reader (training data here, benchmark files in swiftkit.eval.tasks). Parsed by hand, not with
+    `datasets`' json builder, so a broken line is reported by its number."""
     with _readable(path), open_text(path) as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -119,11 +123,8 @@ def _read_jsonl(path: Path) -> list[Row]:
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path.name} row {number}: invalid JSON ({exc.msg})") from None
             if not isinstance(value, dict):
-                raise DataError(
-                    f"{path.name} row {number}: expected a JSON object, got {type(value).__name__}"
-                )
-            rows.append(Row(value, f"{path.name} row {number}"))
-    return rows
+                raise DataError(f"{path.name} row {number}: expected a JSON object, got {type(value).__name__}")
+            yield number, value
 
 
 def _read_json(path: Path) -> list[Row]:
