@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams
 
 
@@ -43,6 +41,9 @@ class EngineRollouts:
         self, prompt_ids: list[list[int]], max_tokens: int, temperature: float, top_p: float = 1.0, top_k: int = 0, greedy: bool = False
     ) -> list[list[int]]:
         """One completion per prompt (repeat a prompt for a group), each ending with its eos if it stopped."""
+        # The optimizer moved the weights since the last call: prefixes cached then are stale (within
+        # one call they are not, and a group's copies of a prompt share its prefill).
+        self.engine.weights_changed()
         outputs: list[list[int]] = [[] for _ in prompt_ids]
         for i, ids in enumerate(prompt_ids):
             budget = max(1, min(max_tokens, self.max_model_len - len(ids)))
@@ -77,11 +78,3 @@ class _eval_mode:
 
     def __exit__(self, *exc) -> None:
         self.model.train(self.was_training)
-
-
-def tokens_of(outputs: list[list[int]]) -> int:
-    return sum(map(len, outputs))
-
-
-def on_cuda(model) -> bool:
-    return next(model.parameters()).device.type == "cuda" and torch.cuda.is_available()

@@ -106,6 +106,12 @@ class Engine:
         self._inbox.put(("abort", req))
         self._wake.set()
 
+    def weights_changed(self) -> None:
+        """The model's weights were updated in place (training between rollouts): cached prefixes hold keys
+        of the old weights and must not be reused. Call between steps only (no request running)."""
+        if self.paged:
+            self.runner.blocks.reset_prefix_cache()
+
     def queue_depth(self) -> int:
         return len(self.scheduler.waiting) + self._inbox.qsize()
 
@@ -165,10 +171,10 @@ class Engine:
                     req.status = Status.FINISHED
                     if self.paged:
                         self.runner.free(req)
-                if self.paged:  # blocks registered for this step's prefills may never have been written
-                    self.runner.blocks.reset_prefix_cache()
                     self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",
                                                   prompt_tokens=len(req.prompt_ids), completion_tokens=len(req.output_ids)))
+                if self.paged:  # blocks registered for this step's prefills may never have been written
+                    self.runner.blocks.reset_prefix_cache()
                 self._flush()
         for req in [*self.scheduler.running, *self.scheduler.waiting]:
             if req.status is Status.RUNNING:
