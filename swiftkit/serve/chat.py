@@ -13,7 +13,7 @@ HELP = "commands: /reset (forget the conversation), /exit (quit)"
 
 def run(cfg: ChatConfig) -> None:
     from swiftkit.serve.engine.request import Request, SamplingParams
-    from swiftkit.serve.model import terminal_engine
+    from swiftkit.serve.terminal import terminal_engine
 
     served, engine = terminal_engine(cfg, "chat")
     engine.start()

@@ -1,8 +1,9 @@
-"""From a validated request to engine requests and back: prompts, sampling params, choices.
+"""Request planning, shared by every generating route: from a validated request to engine requests and back.
 
-Shared by /v1/chat/completions, /v1/completions and /v1/responses so they agree on every detail
-(limits, errors, logprobs, usage). `ChoiceRun` drives the n engine streams of one request and
-yields per-choice events in generation order.
+Prompts, sampling params, the chat plan (template, tokens, grammar, tool format), choices and usage live
+here, so /v1/chat/completions, /v1/completions and /v1/responses agree on every detail (limits, errors,
+logprobs, usage). `ChoiceRun` drives the n engine streams of one request and yields per-choice events
+in generation order.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from swiftkit.serve.constrained import strict_objects, tool_schema
 from swiftkit.serve.engine.request import RequestOutput, SamplingParams, TokenLogprob
 from swiftkit.serve.errors import BadRequest, ClientGone, Overloaded
-from swiftkit.serve.protocol import ChatCompletionRequest, SamplingFields
+from swiftkit.serve.protocol import ChatCompletionRequest, NamedToolChoice, SamplingFields, Usage
+from swiftkit.serve.tools import OutputParser, calls_from_constrained
 
 
 @dataclass
@@ -214,3 +217,102 @@ async def until_disconnect(request, coro):
     finally:
         if not task.done():
             task.cancel()
+
+
+# ------------------------------------------------------------------------------ chat plan
+@dataclass
+class ChatPlan:
+    run: ChoiceRun
+    prompt_ids: list[int]
+    tools_format: str | None
+    forced_tool: str | None  # "" for tool_choice=required, the name for a named choice, None otherwise
+    logprobs: bool
+    skip_special: bool = True
+
+
+@dataclass
+class PreparedChat:
+    prompt_ids: list[int]
+    params: list[SamplingParams]
+    matchers: list[Any]
+    tools_format: str | None
+    forced_tool: str | None
+
+
+async def plan_chat(state, body: ChatCompletionRequest, default_max: int | None = None) -> ChatPlan:
+    adapter = state.adapter_for(body.model)
+    check_limits(body, state.limits)
+    prep = await state.offload(prepare_chat, state, body, default_max)
+    run = ChoiceRun(state.engine, prep.prompt_ids, prep.params, adapter, prep.matchers)
+    return ChatPlan(run, prep.prompt_ids, prep.tools_format, prep.forced_tool, body.logprobs, body.skip_special_tokens)
+
+
+def prepare_chat(state, body: ChatCompletionRequest, default_max: int | None) -> PreparedChat:
+    """Everything CPU-heavy of a chat request (template, tokens, grammar), on the preparation pool."""
+    served = state.served
+    tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+    if tools:
+        check_json_size(tools, state.limits, "tools")
+    choice = body.tool_choice or ("auto" if tools else "none")
+    named = choice.function["name"] if isinstance(choice, NamedToolChoice) else None
+    prompt = served.render_chat(chat_messages(body), tools=tools if choice != "none" else None,
+                                add_generation_prompt=body.add_generation_prompt, extra=body.chat_template_kwargs)
+    check_prompt_chars(prompt, served, "messages")
+    prompt_ids = served.encode(prompt, add_special_tokens=False)
+    check_prompt(prompt_ids, served.max_model_len, "messages")
+    constraint = None
+    forced = None
+    if choice == "required" or named:
+        constraint, forced = ("json_schema", tool_schema(tools, named, body.parallel_tool_calls)), named or ""
+    elif body.response_format and body.response_format.type == "json_object":
+        constraint = ("json_object", None)
+    elif body.response_format and body.response_format.type == "json_schema":
+        spec = body.response_format.json_schema
+        if spec is None or spec.schema_ is None:
+            raise BadRequest("response_format json_schema needs json_schema.schema", param="response_format")
+        check_json_size(spec.schema_, state.limits, "response_format")
+        constraint = ("json_schema", strict_objects(spec.schema_))
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    params = [sampling_params(body, len(prompt_ids), served.max_model_len, max_tokens, state.vocab_size,
+                              logprobs=top, constraint=constraint, default_max=default_max)
+              for _ in range(body.n)]
+    check_request_tokens(params, state.limits)
+    spread_seeds(params)
+    matchers = [state.grammar.matcher(constraint) if constraint else None for _ in params]
+    tools_format = state.tool_format if tools and choice == "auto" and state.tool_format != "none" else None
+    return PreparedChat(prompt_ids, params, matchers, tools_format, forced)
+
+
+def spread_seeds(params) -> None:
+    """n choices from one seed must differ from each other yet be reproducible: seed, seed+1, ..."""
+    for i, p in enumerate(params):
+        if p.seed is not None:
+            p.seed += i
+
+
+def finish_choice(plan: ChatPlan, c: Choice) -> tuple[str | None, str | None, list, str | None]:
+    """(content, reasoning, tool calls, finish reason) of a finished choice."""
+    if plan.forced_tool is not None:
+        try:
+            calls = calls_from_constrained(c.text, plan.forced_tool or None)
+        except (ValueError, KeyError, TypeError):  # cut off by max_tokens before the JSON closed
+            return c.text, None, [], c.finish_reason
+        return None, None, calls, "tool_calls"
+    parser = OutputParser(plan.tools_format)
+    first = parser.feed(c.text)
+    last, calls = parser.finish()
+    content = first.content + last.content
+    reasoning = first.reasoning + last.reasoning
+    reason = "tool_calls" if calls else c.finish_reason
+    return (content if content or not calls else None), (reasoning or None), calls, reason
+
+
+def usage_of(prompt_ids: list[int], choices: list[Choice]) -> Usage:
+    completion = sum(len(c.token_ids) for c in choices)
+    return Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion, total_tokens=len(prompt_ids) + completion)
+
+
+def count_usage(state, usage: Usage) -> None:
+    state.metrics.prompt_tokens.inc(usage.prompt_tokens)
+    state.metrics.generation_tokens.inc(usage.completion_tokens)

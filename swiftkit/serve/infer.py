@@ -15,7 +15,8 @@ from pathlib import Path
 from swiftkit.console import console, progress, summary
 from swiftkit.errors import DataError
 from swiftkit.serve.config import InferConfig
-from swiftkit.serve.model import ServedModel, read_jsonl, terminal_engine
+from swiftkit.serve.model import ServedModel, read_jsonl
+from swiftkit.serve.terminal import terminal_engine
 
 ROW_KEYS = ("messages", "question", "query", "prompt")
 

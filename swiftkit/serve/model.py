@@ -68,24 +68,6 @@ class ServedModel:
                                            multi_adapter=bool(self.adapters), on_step=on_step)
 
 
-def terminal_engine(cfg: EngineConfig, command: str):
-    """(served model, engine) for a terminal command (`infer`, `chat`) that runs the engine on a thread of its own.
-
-    Named adapters are a server feature: the model (an adapter artifact included) is `--model`.
-    """
-    if cfg.adapter:
-        console.print(f"[yellow]--adapter is ignored by {command}; pass the adapter as --model[/]")
-    cfg = cfg.model_copy(update={"adapter": []})
-    if cfg.engine == "vllm":
-        from swiftkit.serve.engine.vllm import threaded_engine as vllm_threaded_engine
-
-        return vllm_threaded_engine(cfg)
-    from swiftkit.serve.engine.engine import Engine
-
-    served = load_served_model(cfg)
-    return served, served.build_engine(cfg, engine_cls=Engine)
-
-
 def parse_adapters(specs: list[str]) -> dict[str, str]:
     adapters: dict[str, str] = {}
     for spec in specs:

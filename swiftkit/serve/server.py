@@ -16,11 +16,11 @@ from swiftkit.serve.config import ServeConfig
 
 
 def build_state(cfg: ServeConfig):
-    from swiftkit.serve.app import ServerState
     from swiftkit.serve.constrained import GrammarFactory
     from swiftkit.serve.embeddings import load_embedder
     from swiftkit.serve.metrics import Metrics
     from swiftkit.serve.model import load_served_model, tool_parser_for
+    from swiftkit.serve.state import ServerState
 
     metrics = Metrics()
     name = cfg.served_model_name or cfg.model
