@@ -96,6 +96,8 @@ STAGES: dict[str, Stage] = {
               "Generation speed in-process: swiftkit's engines vs HF generate (tok/s, step latency, ratio, logit fidelity)."),
         Stage("bench train", "swiftkit.bench.train_config:BenchTrainConfig", "swiftkit.bench.train:run",
               "Fine-tuning speed: the plain padded PEFT path vs swiftkit sft's packed path (tok/s, peak memory, ratio)."),
+        Stage("bench eval", "swiftkit.bench.eval_config:BenchEvalConfig", "swiftkit.bench.eval:run",
+              "Eval speed: the same tasks and rows through lm-eval's hf backend and swiftkit's engine (wall time, ratio, score deltas)."),
     ]
 }  # fmt: skip
 
