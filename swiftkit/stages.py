@@ -37,7 +37,8 @@ def _attribute(ref: str) -> Any:
 
 
 # Sub-command groups: name -> help.
-GROUPS = {"recipe": "List or copy bundled recipes.", "bench": "Benchmarks."}
+GROUPS = {"recipe": "List or copy bundled recipes.", "bench": "Benchmarks.",
+          "keys": "Tenant API keys of `swiftkit serve --database` (stored hashed)."}
 
 _T = "swiftkit.train"
 STAGES: dict[str, Stage] = {
@@ -86,6 +87,14 @@ STAGES: dict[str, Stage] = {
               "Run a recipe: chained stages, cached by fingerprint, with @stage references."),
         Stage("recipe list", "swiftkit.recipes:RecipeListConfig", "swiftkit.recipes:list_recipes", "List bundled recipes."),
         Stage("recipe cp", "swiftkit.recipes:RecipeCopyConfig", "swiftkit.recipes:copy_recipe", "Copy a bundled recipe to edit."),
+        Stage("keys create", "swiftkit.serve.config:KeysCreateConfig", "swiftkit.serve.keys:create",
+              "Create a tenant API key (allowed models, rpm/tpm limits, token quota, expiry); prints it once."),
+        Stage("keys list", "swiftkit.serve.config:KeysListConfig", "swiftkit.serve.keys:list_keys",
+              "List the keys: id, tenant, limits, state (never the secrets)."),
+        Stage("keys revoke", "swiftkit.serve.config:KeysRevokeConfig", "swiftkit.serve.keys:revoke",
+              "Revoke a key by id: servers refuse it within a second."),
+        Stage("usage", "swiftkit.serve.config:UsageConfig", "swiftkit.serve.keys:usage",
+              "Usage per tenant, model and UTC day from the serving database (table, CSV or JSON)."),
         Stage("infer", "swiftkit.serve.config:InferConfig", "swiftkit.serve.infer:run",
               "Batch inference over a prompts file through the serving engine (resumable)."),
         Stage("chat", "swiftkit.serve.config:ChatConfig", "swiftkit.serve.chat:run",

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from swiftkit.config import CommandConfig, positional
 from swiftkit.train.config import ModelOptions
 
 
@@ -48,6 +49,15 @@ class ServeConfig(EngineConfig):
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     api_key: str | None = Field(None, description="Require `Authorization: Bearer KEY` on /v1 routes (/health stays open).")
+    admin_key: str | None = Field(None, description="Key for the admin routes (/v1/admin/...); accepted on every route.")
+    database: str | None = Field(
+        None, description="Tenant keys and the usage log: a SQLite file path or a SQLAlchemy URL "
+        "(postgresql+psycopg://...). With it, tenant keys (`swiftkit keys create`) are accepted and every request is recorded.",
+    )
+    audit_content: bool = Field(False, description="Also record each request's messages/prompt and the generated text.")
+    audit_buffer: int = Field(
+        10000, ge=1, description="Usage rows held in memory while the database catches up; beyond, rows are dropped and counted.",
+    )
     embedding_model: str | None = Field(None, description="Separate model for /v1/embeddings (default: mean-pooled served model).")
     tool_parser: Literal["auto", "hermes", "llama3_json", "none"] = Field(
         "auto", description="How tool calls are read from model output (auto: from the chat template).",
@@ -88,3 +98,36 @@ class ChatConfig(EngineConfig):
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (0: greedy).")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     system: str | None = Field(None, description="System prompt.")
+
+
+class DatabaseOption(CommandConfig):
+    database: str = Field("swiftkit.db", description="The server's --database: a SQLite file path or a SQLAlchemy URL.")
+
+
+class KeysCreateConfig(DatabaseOption):
+    tenant: str = Field(..., min_length=1, description="Who the key belongs to (usage is reported per tenant).")
+    allow_model: list[str] = Field(
+        default_factory=list, description="A model (or adapter) name the key may use (repeatable; default: every model).",
+    )
+    rpm: int | None = Field(None, ge=1, description="Requests per minute (default: unlimited).")
+    tpm: int | None = Field(None, ge=1, description="Tokens (prompt + completion) per minute (default: unlimited).")
+    quota_tokens: int | None = Field(None, ge=1, description="Tokens per --quota-period (default: unlimited).")
+    quota_period: Literal["day", "month"] = Field("month", description="The quota's period, a UTC calendar day or month.")
+    expires: str | None = Field(None, description="Expiry: a date or time (UTC, ISO 8601, e.g. 2027-01-31) or a duration (30d, 12h).")
+    admin: bool = Field(False, description="The key may also call the admin routes (/v1/admin/...).")
+
+
+class KeysListConfig(DatabaseOption):
+    tenant: str | None = Field(None, description="Only this tenant's keys.")
+    format: Literal["table", "json", "csv"] = Field("table", description="Output format.")
+
+
+class KeysRevokeConfig(DatabaseOption):
+    key_id: str = positional(description="The key's id (`swiftkit keys list`), e.g. key_3f2a9c01b7d4.")
+
+
+class UsageConfig(DatabaseOption):
+    since: str | None = Field(None, description="First UTC day (YYYY-MM-DD) to report (default: all).")
+    until: str | None = Field(None, description="Last UTC day (YYYY-MM-DD) to report, included.")
+    tenant: str | None = Field(None, description="Only this tenant.")
+    format: Literal["table", "json", "csv"] = Field("table", description="Output format.")
