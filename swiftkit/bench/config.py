@@ -33,8 +33,8 @@ class BenchEngineConfig(CommandConfig):
         description="qwen2.5-1.5b, qwen2.5-7b or toy (random-init architectures, as `bench train`), or a model dir / reference.",
         json_schema_extra={"flags": ["--model-config"]},
     )
-    engines: str = Field("fast,hf", description="Comma list of: fast, plain (swiftkit's engines), hf (`generate`), hf-cb "
-                         "(transformers' continuous batching).")
+    engines: str = Field("fast,hf", description="Comma list of: fast, fast-slots (the fast engine with --kv-cache slots), "
+                         "plain (swiftkit's engines), hf (`generate`), hf-cb (transformers' continuous batching).")
     concurrency: str = Field("1,64", description="Comma list of request counts run at once.")
     prompt_len: int = Field(128, description="Prompt tokens per request (random ids).")
     max_tokens: int = Field(256, description="New tokens per request (ignore_eos: exactly this many).")
@@ -43,4 +43,8 @@ class BenchEngineConfig(CommandConfig):
     enforce_eager: bool = Field(False, description="No CUDA graphs in the fast engine.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype (auto: bf16 on GPU, fp32 on CPU).")
     seed: int = Field(0, description="Seed of the random weights and prompts.")
+    shared_prefix: int = Field(
+        0, ge=0, description="Also run the shared-prefix workload: every request starts with the same this many tokens "
+        "(then --prompt-len of its own), prefix caching on and off in the same run (fast engine, paged KV).",
+    )
     output: str | None = Field(None, description="Also write the results as JSON to this file.")

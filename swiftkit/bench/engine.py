@@ -2,10 +2,14 @@
 
 Workloads (issue 8's table): for each --concurrency N, N requests of --prompt-len random tokens
 submitted at once, each generating exactly --max-tokens (ignore_eos, greedy). Engines:
-- fast / plain: swiftkit's engine stepped on this thread — prefill, decode, sampling and
-  detokenization, everything a server does except HTTP;
+- fast / fast-slots / plain: swiftkit's engine stepped on this thread — prefill, decode, sampling and
+  detokenization, everything a server does except HTTP (fast: its default KV cache, paged on CPU and slots
+  on CUDA; fast-slots: the static slot cache);
 - hf: `model.generate`, one batch of --hf-batch equal-length prompts at a time (no padding needed);
 - hf-cb: transformers' continuous batching (`generate_batch`).
+Shared prefix (--shared-prefix N): N common tokens + --prompt-len own ones per request, all submitted at
+once (a cold cache: the burst computes the prefix once), through the paged fast engine with prefix caching
+on, then off; TTFT p50 and tok/s side by side with the ratio.
 Fidelity: on fixed random tokens, the fast path's logits (a prefill, then teacher-forced decode
 steps) against one forward of the transformers model: per-position max |Δlogit|, KL and argmax
 agreement (on random-init bf16 weights the logits are nearly flat, so argmax equality alone says little).
@@ -25,7 +29,7 @@ from swiftkit.bench.serve import percentile
 from swiftkit.console import console, out
 from swiftkit.errors import SwiftkitError
 
-ENGINES = ("fast", "plain", "hf", "hf-cb")
+ENGINES = ("fast", "fast-slots", "plain", "hf", "hf-cb")
 
 
 def word_tokenizer(vocab_size: int):
@@ -110,9 +114,22 @@ def run_engine(engine, prompts: list[list[int]], max_tokens: int) -> dict[str, f
     engine.drain(tick)
     seconds = time.perf_counter() - start
     decode_steps = steps[1:]  # the first step also prefilled
-    return {"tok_s": generated / seconds, "seconds": seconds, "tokens": generated,
-            "ttft_ms": 1000 * (max(first) - start), "itl_p50_ms": 1000 * percentile(decode_steps, 0.5),
-            "itl_p99_ms": 1000 * percentile(decode_steps, 0.99)}
+    result = {"tok_s": generated / seconds, "seconds": seconds, "tokens": generated,
+              "ttft_ms": 1000 * (max(first) - start), "ttft_p50_ms": 1000 * (percentile(first, 0.5) - start),
+              "itl_p50_ms": 1000 * percentile(decode_steps, 0.5), "itl_p99_ms": 1000 * percentile(decode_steps, 0.99)}
+    return {**result, **kv_usage(engine)}
+
+
+def kv_usage(engine) -> dict[str, float]:
+    """KV memory: the slot cache's whole allocation, or the paged pool's blocks ever written (its resident part)."""
+    runner = engine.runner
+    if hasattr(runner, "blocks"):
+        per_block = runner.net.cache_bytes() / (runner.blocks.num_blocks + 1)
+        return {"kv_gib": runner.blocks.high * per_block / 2**30, "preemptions": engine.preemptions,
+                "prefix_hit_tokens": runner.blocks.hit_tokens}
+    if hasattr(runner, "net"):
+        return {"kv_gib": runner.net.cache_bytes() / 2**30}
+    return {}
 
 
 def run_hf(model, prompts: list[list[int]], max_tokens: int, batch: int) -> dict[str, float]:
@@ -228,9 +245,10 @@ def run(cfg: BenchEngineConfig) -> dict[str, Any]:
     if cfg.fidelity_tokens:
         result["fidelity"] = fidelity(model, cfg.prompt_len, cfg.fidelity_tokens, cfg.seed)
     for kind in engines:
-        if kind in ("fast", "plain"):
+        if kind in ("fast", "fast-slots", "plain"):
             options = EngineOptions(max_num_seqs=max(concurrency), max_model_len=cfg.prompt_len + cfg.max_tokens + 1,
-                                    max_batched_tokens=max(concurrency) * cfg.prompt_len, engine=kind,
+                                    max_batched_tokens=max(concurrency) * cfg.prompt_len, engine=kind.removesuffix("-slots"),
+                                    kv_cache="slots" if kind == "fast-slots" else "auto",
                                     enforce_eager=cfg.enforce_eager, max_queue=max(concurrency))
             engine = Engine(model, tokenizer, [], options)
             run_engine(engine, prompts[:2], 4)  # warm-up (allocator, cuBLAS heuristics)
@@ -249,24 +267,60 @@ def run(cfg: BenchEngineConfig) -> dict[str, Any]:
                 result["runs"].append({"engine": kind, "concurrency": n, **timing})
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if cfg.shared_prefix:
+        result["shared_prefix"] = shared_prefix(model, tokenizer, cfg, concurrency, vocab)
     _report(result)
     if cfg.output:
         Path(cfg.output).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
+def shared_prefix(model, tokenizer, cfg: BenchEngineConfig, concurrency: list[int], vocab: int) -> list[dict[str, Any]]:
+    """For each N: N requests = one common prefix + their own tokens, at once; prefix caching on vs off."""
+    from swiftkit.serve.engine.engine import Engine, EngineOptions
+
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    prefix = torch.randint(0, vocab, (cfg.shared_prefix,), generator=gen).tolist()
+    own = torch.randint(0, vocab, (max(concurrency), cfg.prompt_len), generator=gen).tolist()
+    warm = torch.randint(0, vocab, (2, cfg.shared_prefix + cfg.prompt_len), generator=gen).tolist()
+    width = cfg.shared_prefix + cfg.prompt_len
+    runs = []
+    for n in concurrency:
+        row: dict[str, Any] = {"concurrency": n, "prefix": cfg.shared_prefix, "own": cfg.prompt_len}
+        for caching in (True, False):
+            options = EngineOptions(max_num_seqs=n, max_model_len=width + cfg.max_tokens + 1, max_batched_tokens=n * width,
+                                    max_queue=n, engine="fast", kv_cache="paged", prefix_caching=caching)
+            engine = Engine(model, tokenizer, [], options)
+            run_engine(engine, warm, 4)  # warm-up on other tokens: the measured burst starts with a cold cache
+            row["on" if caching else "off"] = run_engine(engine, [prefix + p for p in own[:n]], cfg.max_tokens)
+            del engine
+        row["ttft_ratio"] = row["on"]["ttft_p50_ms"] / row["off"]["ttft_p50_ms"]
+        row["tok_s_ratio"] = row["on"]["tok_s"] / row["off"]["tok_s"]
+        runs.append(row)
+    return runs
+
+
 def _report(result: dict[str, Any]) -> None:
     base = {r["concurrency"]: r["tok_s"] for r in result["runs"] if r["engine"] == "hf" and "tok_s" in r}
-    lines = ["| engine | concurrency | tok/s | × hf | TTFT ms | step p50 / p99 ms |", "|---|---|---|---|---|---|"]
+    lines = ["| engine | concurrency | tok/s | × hf | TTFT ms | step p50 / p99 ms | KV GiB |", "|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         if "error" in r:
-            lines.append(f"| {r['engine']} | {r['concurrency']} | failed: {r['error']} | | | |")
+            lines.append(f"| {r['engine']} | {r['concurrency']} | failed: {r['error']} | | | | |")
             continue
         ratio = f"{r['tok_s'] / base[r['concurrency']]:.1f}" if r["concurrency"] in base else ""
         ttft = f"{r['ttft_ms']:.0f}" if "ttft_ms" in r else ""
         itl = f"{r['itl_p50_ms']:.2f} / {r['itl_p99_ms']:.2f}" if "itl_p50_ms" in r else ""
-        lines.append(f"| {r['engine']} | {r['concurrency']} | {r['tok_s']:.1f} | {ratio} | {ttft} | {itl} |")
+        kv = f"{r['kv_gib']:.3f}" if "kv_gib" in r else ""
+        lines.append(f"| {r['engine']} | {r['concurrency']} | {r['tok_s']:.1f} | {ratio} | {ttft} | {itl} | {kv} |")
     out.print("\n".join(lines))
+    if result.get("shared_prefix"):
+        lines = ["shared prefix (all at once, cold cache), prefix caching on vs off:",
+                 "| concurrency | prefix + own | TTFT p50 on / off ms | ratio | tok/s on / off | ratio |", "|---|---|---|---|---|---|"]
+        for r in result["shared_prefix"]:
+            on, off = r["on"], r["off"]
+            lines.append(f"| {r['concurrency']} | {r['prefix']} + {r['own']} | {on['ttft_p50_ms']:.0f} / {off['ttft_p50_ms']:.0f} | "
+                         f"{r['ttft_ratio']:.2f} | {on['tok_s']:.1f} / {off['tok_s']:.1f} | {r['tok_s_ratio']:.2f} |")
+        out.print("\n".join(lines))
     if "fidelity" in result:
         f = result["fidelity"]
         lines = [f"logits on fixed tokens ({f['positions']} positions, logit std {f['logit_std']:.3g}):",

@@ -31,7 +31,7 @@ def toy(toy_model):
 
 def run(toy, params: list[SamplingParams], **options) -> tuple[Engine, list[Request]]:
     model, tokenizer, prompts = toy
-    options = {"max_num_seqs": 5, "max_model_len": 256, **options}
+    options = {"max_num_seqs": 5, "max_model_len": 256, "prefix_caching": True, **options}
     eng = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(**options))
     outputs: dict[str, list] = {}
     requests = [Request(list(p), sp, sink=lambda o: outputs.setdefault(o.request_id, []).append(o))
@@ -123,11 +123,14 @@ def test_memory_follows_live_tokens_and_errors_say_what_fits(toy):
     from swiftkit.errors import SwiftkitError
 
     model, tokenizer, prompts = toy
-    eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=32, max_model_len=4096))
+    eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=32, max_model_len=4096, prefix_caching=True))
     blocks = eng.runner.blocks
     eng.submit(Request(list(prompts[0]), SamplingParams(max_tokens=1, temperature=0.0), sink=lambda o: None))
     eng.drain()  # prefilled, sampled its one token, finished: its blocks are free again, its prefix cached
     assert blocks.num_free == blocks.num_blocks and len(blocks.evictable) == len(prompts[0]) // 16
+    assert blocks.high == -(-len(prompts[0]) // 16)  # only the blocks it used were ever touched
+    eng.reset_prefix_cache()  # e.g. after the weights changed
+    assert not blocks.evictable and not blocks.cached and blocks.num_free == blocks.num_blocks
     with pytest.raises(SwiftkitError, match="less than one sequence"):
         Engine(model, tokenizer, [0], EngineOptions(max_model_len=4096, kv_cache_memory=0.0001))
 
@@ -140,7 +143,8 @@ def test_requests_admitted_together_share_their_prefix(toy):
               for i in range(4)]
     got = {}
     for engine in ("fast", "plain"):
-        eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=4, max_model_len=256, engine=engine))
+        eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=4, max_model_len=256, engine=engine,
+                                                          prefix_caching=True))
         reqs = [Request(list(prompt), p, sink=lambda o: None) for p in params]
         for r in reqs:
             eng.submit(r)
@@ -167,7 +171,8 @@ def test_real_model_paged_prefix_cached_greedy_equals_plain(smollm2):
                              prompt_logprobs=1 if i == 2 else None) for i in range(len(prompts))]
     got = {}
     for engine in ("fast", "plain"):
-        eng = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(max_num_seqs=3, max_model_len=512, engine=engine))
+        eng = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(max_num_seqs=3, max_model_len=512,
+                                                                                 engine=engine, prefix_caching=True))
         reqs = [Request(list(p), sp, sink=lambda o: None) for p, sp in zip(prompts, params, strict=True)]
         for r in reqs[:3]:
             eng.submit(r)

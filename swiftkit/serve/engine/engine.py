@@ -42,7 +42,9 @@ class EngineOptions:
     kv_cache: str = "auto"  # auto | paged | slots: the fast runner's cache (auto: paged on CPU, slots on CUDA)
     kv_cache_memory: float | None = None  # GiB for the paged pool (None: runner.pool_blocks decides)
     block_size: int = 16
-    prefix_caching: bool = True
+    # Off unless asked (serve asks): a cache outlives a drain(), so a caller that changes the weights between
+    # calls (rollouts during training) would otherwise read keys of the old weights; see reset_prefix_cache.
+    prefix_caching: bool = False
 
 
 class Engine:
@@ -138,6 +140,11 @@ class Engine:
                 self.step()
                 if on_step:
                     on_step()
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix not in use (call on the engine thread, e.g. after the weights changed)."""
+        if self.paged:
+            self.runner.blocks.reset_prefix_cache()
 
     def deliver(self, batch: list[tuple[Request, RequestOutput]]) -> None:
         """Hand a step's outputs to their sinks (overridden by AsyncEngine to cross into asyncio)."""
@@ -394,6 +401,11 @@ class AsyncEngine(Engine):
         self._outbox: list[tuple[Request, RequestOutput]] = []
         self._outbox_lock = threading.Lock()
         self._wakeup_pending = False
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix not in use (call on the engine thread, e.g. after the weights changed)."""
+        if self.paged:
+            self.runner.blocks.reset_prefix_cache()
 
     def deliver(self, batch: list[tuple[Request, RequestOutput]]) -> None:
         # Waking the event loop is a syscall plus a GIL hand-over; do it only when the loop has taken

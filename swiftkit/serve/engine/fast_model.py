@@ -57,7 +57,16 @@ class _Layer:
     down: nn.Module
 
 
-def _fused(modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
+def _input_major(weight: torch.Tensor) -> torch.Tensor:
+    """The same [out, in] matrix stored input-major (a transposed view of an [in, out] tensor).
+
+    On the CPU, F.linear then runs one untransposed sgemm/sgemv: measured on the 2-core box at one stream,
+    SmolLM2-135M's weight matmuls took 28-33 ms a step this way against 68-70 ms in torch's default layout
+    (16 rows: 167-197 vs 175-205 ms); idempotent (an input-major weight is returned as it is)."""
+    return weight.t().contiguous().t()
+
+
+def _fused(modules: list[nn.Module], input_major: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """One matmul for several projections of the same input (plain Linear layers only).
 
     The original modules are re-pointed at slices of the fused weight, so memory is not doubled and
@@ -66,6 +75,8 @@ def _fused(modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
     if not all(type(m) is nn.Linear for m in modules) or len({m.bias is None for m in modules}) != 1:
         return lambda x: torch.cat([m(x) for m in modules], -1)
     weight = torch.cat([m.weight.detach() for m in modules])
+    if input_major:
+        weight = _input_major(weight)
     bias = None if modules[0].bias is None else torch.cat([m.bias.detach() for m in modules])
     row = 0
     for m in modules:
@@ -77,12 +88,30 @@ def _fused(modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: F.linear(x, weight, bias)
 
 
+def _cpu_layout(model) -> None:
+    """o_proj, down_proj and the LM head (with the embedding it is tied to) stored input-major in place."""
+    inner = model.model
+    linears = [m for layer in inner.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
+    for m in linears:
+        if type(m) is nn.Linear:
+            m.weight = nn.Parameter(_input_major(m.weight.detach()), requires_grad=False)
+    head = model.get_output_embeddings()
+    if type(head) is nn.Linear:
+        tied = head.weight is inner.embed_tokens.weight
+        head.weight = nn.Parameter(_input_major(head.weight.detach()), requires_grad=False)
+        if tied:
+            inner.embed_tokens.weight = head.weight
+
+
 class FastDecoder:
     def __init__(self, model, num_slots: int, max_len: int, blocks: tuple[int, int] | None = None):
         """Slot cache for `num_slots` × `max_len`, or with `blocks` = (num_blocks, block_size) a paged one
         `[layers, num_blocks + 1, kv_heads, block_size, head_dim]` for the decode_paged / prefill_paged calls."""
         config = model.config
         inner = model.model
+        cpu = next(model.parameters()).device.type == "cpu"
+        if cpu:
+            _cpu_layout(model)
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         first = inner.layers[0].self_attn
@@ -98,10 +127,10 @@ class FastDecoder:
         self.layers = [
             _Layer(
                 ln1=layer.input_layernorm.weight,
-                qkv=_fused([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+                qkv=_fused([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj], cpu),
                 o=layer.self_attn.o_proj,
                 ln2=layer.post_attention_layernorm.weight,
-                gate_up=_fused([layer.mlp.gate_proj, layer.mlp.up_proj]),
+                gate_up=_fused([layer.mlp.gate_proj, layer.mlp.up_proj], cpu),
                 down=layer.mlp.down_proj,
             )
             for layer in inner.layers

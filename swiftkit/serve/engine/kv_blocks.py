@@ -135,8 +135,9 @@ class BlockManager:
         req.block_table, req.block_hashes = [], []
 
     def reset_prefix_cache(self) -> None:
-        for b in list(self.evictable):
-            del self.cached[self.hash[b]]
+        """Forget every registered block, in use or not (blocks in use stay with their sequences)."""
+        for b in self.cached.values():
             self.hash[b] = self.tokens[b] = None
-            self.empty.append(b)
+        self.cached.clear()
+        self.empty.extend(self.evictable)
         self.evictable.clear()
