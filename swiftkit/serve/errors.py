@@ -58,10 +58,11 @@ class ClientGone(BadRequest):
 # Every status the API answers with besides 200, with its meaning (the OpenAPI document lists them).
 ERROR_STATUSES = {
     400: "Invalid request (a field, a prompt longer than the context, a size limit)",
-    401: "Missing or invalid API key",
+    401: "Missing, invalid, revoked or expired API key",
+    403: "The key may not use this model, or this route needs an admin key",
     404: "Unknown model or route",
     413: "Request body larger than --max-request-bytes",
-    429: "Request queue full",
+    429: "Request queue full, a key's rate limit (Retry-After, x-ratelimit-*), or its quota (insufficient_quota)",
     503: "Shutting down, or the engine process died",
 }
 

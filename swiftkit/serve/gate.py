@@ -1,13 +1,18 @@
-"""Pure ASGI middleware (no buffering of streams): API key, draining (503), body size, request metrics."""
+"""Pure ASGI middleware (no buffering of streams): keys, limits, draining (503), body size, metrics, usage rows."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 
-from swiftkit.serve import auth
-from swiftkit.serve.errors import error_body
+from swiftkit.serve import auth, usage
+from swiftkit.serve.errors import AuthError, BadRequest, error_body
 from swiftkit.serve.state import ServerState
+from swiftkit.serve.tenancy import Forbidden, Identity, RateLimited
+from swiftkit.serve.usage import RequestRecord
+
+AUDITED_FIELDS = ("instructions", "messages", "prompt", "input")
 
 
 class Gate:
@@ -22,60 +27,125 @@ class Gate:
         if state.draining and path not in ("/health", "/metrics"):
             return await send_json(send, 503, error_body("the server is shutting down", "service_unavailable"))
         headers = dict(scope.get("headers") or [])
-        if state.api_key and auth.needs_key(path):
-            if not auth.key_ok(state.api_key, headers.get(b"authorization")):
-                return await send_json(send, 401, error_body("invalid or missing API key", "authentication_error",
-                                                             code="invalid_api_key"))
+        if state.tenancy is not None and auth.needs_key(path):
+            return await self._tenant_call(scope, receive, send, headers)
+        if auth.needs_key(path):
+            token = auth.bearer(headers.get(b"authorization"))
+            if auth.is_admin_path(path) and not auth.matches(token, state.admin_key):
+                return await send_error(send, AuthError("this route needs the admin key (--admin-key)", code="invalid_api_key"))
+            if state.api_key and not (auth.matches(token, state.api_key) or auth.matches(token, state.admin_key)):
+                return await send_error(send, AuthError("invalid or missing API key", code="invalid_api_key"))
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            receive = await self._read_body(receive, send, headers)
+            receive, _ = await self._read_body(receive, send, headers)
             if receive is None:
                 return
+        await self._call(scope, receive, send, path)
+
+    async def _call(self, scope, receive, send, path: str, record: RequestRecord | None = None,
+                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        state = self.state
         status = {"code": 500}
         started = time.perf_counter()
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                if extra_headers:
+                    message = {**message, "headers": [*message.get("headers", []), *extra_headers]}
+            elif record is not None and status["code"] >= 400 and record.error_type is None:
+                record.error_type = _error_type(message.get("body", b""))
             await send(message)
 
         state.inflight += 1
+        token = usage.current.set(record) if record is not None else None
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             state.inflight -= 1
+            if token is not None:
+                usage.current.reset(token)
+            # Label by route template: raw paths (made-up ones, model ids) would grow series without bound.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
             if path.startswith("/v1/"):
-                # Label by route template: raw paths (made-up ones, model ids) would grow series without bound.
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
                 state.metrics.requests.labels(route, str(status["code"])).inc()
                 state.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            if record is not None:
+                record.status = status["code"]
+                record.endpoint = route if route != "unmatched" else path[:200]
+
+    async def _tenant_call(self, scope, receive, send, headers: dict) -> None:
+        """With --database: who is calling (tenant key, shared key or admin key), their limits, the usage row."""
+        state, path = self.state, scope["path"]
+        tenancy = state.tenancy
+        record = RequestRecord(endpoint=path[:200])
+        who = Identity()
+        try:
+            who = await self._identify(headers)
+            if auth.is_admin_path(path) and not who.admin:
+                raise Forbidden("this route needs an admin key", code="admin_only")
+            record.tenant, record.key_id = who.tenant, who.key_id
+            body = None
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                receive, body = await self._read_body(receive, send, headers)
+                if receive is None:  # the 413 went out, or the client left
+                    record.status = 413
+                    tenancy.finish(who, record)
+                    return
+            model = _describe(record, body, state, path)
+            extra = await tenancy.admit(who.key, model) if who.key is not None else []
+        except (AuthError, Forbidden, RateLimited) as exc:
+            record.status, record.error_type = exc.status, exc.type
+            extra = tenancy.headers(who.key) if who.key is not None else []
+            if isinstance(exc, RateLimited):
+                extra.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+            await send_error(send, exc, extra)
+            tenancy.finish(who, record)
+            return
+        try:
+            await self._call(scope, receive, send, path, record, extra)
+        finally:
+            tenancy.finish(who, record)
+
+    async def _identify(self, headers: dict) -> Identity:
+        state = self.state
+        token = auth.bearer(headers.get(b"authorization"))
+        if token is None:
+            raise AuthError("missing API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
+        if auth.matches(token, state.admin_key):
+            return Identity(admin=True)
+        if auth.matches(token, state.api_key):
+            return Identity()
+        key = await state.tenancy.lookup(token)
+        return Identity(key=key, admin=key.admin)
 
     async def _read_body(self, receive, send, headers: dict):
-        """The whole body, at most --max-request-bytes (413 beyond, before parsing), replayed to the app;
-        None when there is nothing more to do (the 413 was sent, or the client left)."""
+        """(receive, body): the whole body, at most --max-request-bytes (413 beyond, before parsing), replayed
+        to the app; (None, None) when there is nothing more to do (the 413 was sent, or the client left)."""
         limit = self.state.limits.max_request_bytes
         too_large = error_body(f"the request body is larger than {limit} bytes (--max-request-bytes)",
                                "invalid_request_error", code="request_too_large")
         declared = headers.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > limit:
             await send_json(send, 413, too_large)
-            return None
+            return None, None
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":  # disconnected while sending the body: nobody to answer
-                return None
+                return None, None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit:
                 await send_json(send, 413, too_large)
-                return None
+                return None, None
             if not message.get("more_body"):
-                return _replay(chunks, receive)
+                body = b"".join(chunks)
+                return _replay(body, receive), body
 
 
-def _replay(chunks: list[bytes], receive):
+def _replay(body: bytes, receive):
     """A `receive` that hands the app the buffered body once, then waits on the real one (disconnects)."""
-    pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def replay():
         return pending.pop() if pending else await receive()
@@ -89,3 +159,38 @@ async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, by
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": data})
+
+
+async def send_error(send, exc: BadRequest, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send_json(send, exc.status, error_body(exc.message, exc.type, exc.param, exc.code), headers)
+
+
+def _error_type(body: bytes) -> str | None:
+    """The `type` of an OpenAI-shaped error body (for the usage row)."""
+    try:
+        return str(json.loads(body)["error"]["type"])[:64]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _describe(record: RequestRecord, body: bytes | None, state: ServerState, path: str) -> str | None:
+    """Fill the record's model, adapter and (--audit-content) request; the model the request names."""
+    model = None
+    parsed = None
+    if body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:  # the handler answers with the 400
+            parsed = None
+    if isinstance(parsed, dict):
+        model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
+        if state.limits.audit_content:
+            kept = {k: parsed[k] for k in AUDITED_FIELDS if k in parsed}
+            record.request = json.dumps(kept, ensure_ascii=False)
+    elif path.startswith("/v1/models/"):
+        model = path[len("/v1/models/"):]
+    if model is not None:
+        record.model = model[:400]
+        if model in state.served.adapters:
+            record.adapter = model
+    return model

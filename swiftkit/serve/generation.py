@@ -20,6 +20,7 @@ from swiftkit.serve.engine.request import RequestOutput, SamplingParams, TokenLo
 from swiftkit.serve.errors import BadRequest, ClientGone, Overloaded
 from swiftkit.serve.protocol import ChatCompletionRequest, NamedToolChoice, SamplingFields, Usage
 from swiftkit.serve.tools import OutputParser, calls_from_constrained
+from swiftkit.serve.usage import first_token, record_tokens
 
 
 @dataclass
@@ -134,13 +135,17 @@ class ChoiceRun:
     def __init__(self, engine, prompt_ids: list[int], params: list[SamplingParams], adapter: str | None,
                  matchers: list[Any]):
         self.engine = engine
+        self.prompt_ids = prompt_ids
         self.choices = [Choice(i) for i in range(len(params))]
+        self._recorded = False
         self.streams = []
         self._merged: asyncio.Queue | None = None
+        self._started = False
         try:
             for p, m in zip(params, matchers, strict=True):
                 self.streams.append(engine.open(prompt_ids, p, adapter, m))
         except engine.Busy as exc:
+            self._recorded = True  # refused before it ran: nothing to bill
             self.close()
             raise Overloaded(str(exc), code="queue_full") from None
 
@@ -182,6 +187,9 @@ class ChoiceRun:
 
     def _update(self, i: int, out: RequestOutput) -> Choice:
         c = self.choices[i]
+        if not self._started and out.token_ids:
+            self._started = True
+            first_token()
         c.token_ids += out.token_ids
         c.text += out.text
         if out.logprobs:
@@ -198,9 +206,14 @@ class ChoiceRun:
         return self.choices
 
     def close(self) -> None:
+        """Free the engine slots; the tokens used so far go into the request's usage row, once, however
+        the run ended (finished, client gone, engine dead), so they equal the `usage` of a finished response."""
         for s in self.streams:
             with contextlib.suppress(Exception):
                 s.close()
+        if not self._recorded:
+            self._recorded = True
+            record_tokens(len(self.prompt_ids), sum(len(c.token_ids) for c in self.choices), [c.text for c in self.choices])
 
 
 async def until_disconnect(request, coro):

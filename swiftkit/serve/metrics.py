@@ -25,6 +25,10 @@ class Metrics:
         self.batch_size = Histogram("swiftkit_batch_size", "Sequences per decode step", buckets=BATCH_BUCKETS, registry=r)
         self.max_batch_size = Gauge("swiftkit_batch_size_max", "Largest decode batch seen", registry=r)
         self._max_batch = 0
+        self.usage_dropped = Counter("swiftkit_usage_dropped", "Usage rows dropped: the buffer was full (--audit-buffer)",
+                                     registry=r)
+        self.usage_pending = Gauge("swiftkit_usage_pending", "Usage rows waiting to be written", registry=r)
+        self.rate_limited = Counter("swiftkit_rate_limited", "Requests refused by a key's limit", ["limit"], registry=r)
 
     def on_step(self, batch: int, waiting: int) -> None:
         """Called by the engine thread after every step (prometheus_client is thread-safe)."""

@@ -48,9 +48,18 @@ def build_state(cfg: ServeConfig):
         served=served, engine=engine, metrics=metrics,
         grammar=GrammarFactory(served.tokenizer, served.vocab_size, served.eos_ids),
         tool_format=tool_parser_for(served.chat_template, cfg.tool_parser), limits=cfg,
-        api_key=cfg.api_key, embedder=embedder,
+        api_key=cfg.api_key, admin_key=cfg.admin_key, embedder=embedder, tenancy=tenancy(cfg, metrics),
         pool=ThreadPoolExecutor(cfg.tokenizer_threads, thread_name_prefix="swiftkit-prep"),
     )
+
+
+def tenancy(cfg: ServeConfig, metrics):
+    if cfg.database is None:
+        return None
+    from swiftkit.serve import db
+    from swiftkit.serve.tenancy import Tenancy
+
+    return Tenancy(db.connect(cfg.database), metrics, cfg.audit_buffer)
 
 
 @dataclass
@@ -72,6 +81,11 @@ def embedding_info(ref: str | None, served) -> EmbeddingInfo:
     path = resolve_model_ref(ref).base_path
     max_len = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 512)
     return EmbeddingInfo(AutoTokenizer.from_pretrained(path), ref, max_len)
+
+
+def _auth_summary(cfg: ServeConfig) -> str:
+    kinds = [name for name, on in (("tenant keys", cfg.database), ("api key", cfg.api_key), ("admin key", cfg.admin_key)) if on]
+    return ", ".join(kinds) or "none"
 
 
 def _check_port(host: str, port: int) -> None:
@@ -127,7 +141,7 @@ def run(cfg: ServeConfig) -> None:
     summary("swiftkit serve", [
         ("model", state.served.name), ("adapters", ", ".join(state.served.adapters) or "none"),
         ("context", state.served.max_model_len), ("max batch", cfg.max_num_seqs),
-        ("url", f"http://{cfg.host}:{cfg.port}/v1"), ("auth", "api key" if cfg.api_key else "none"),
+        ("url", f"http://{cfg.host}:{cfg.port}/v1"), ("auth", _auth_summary(cfg)),
     ])
     try:
         server.run()
@@ -135,6 +149,8 @@ def run(cfg: ServeConfig) -> None:
         raise SwiftkitError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", "choose another --port") from None
     finally:
         state.engine.stop()
+        if state.tenancy is not None:  # after the drain: every finished request's row is written
+            state.tenancy.close()
     if getattr(state.engine, "dead", False):
         sys.exit(1)  # a supervisor (systemd Restart=on-failure, Kubernetes) restarts the server
     console.print("[bold]stopped[/]")

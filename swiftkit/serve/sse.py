@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from swiftkit.errors import SwiftkitError
 from swiftkit.serve.errors import error_body
+from swiftkit.serve.usage import record_error
 
 
 def sse(obj) -> str:
@@ -22,8 +23,9 @@ def streaming(body: AsyncIterator[str]) -> StreamingResponse:
             async for piece in body:
                 yield piece
         except SwiftkitError as exc:  # after the 200 went out (e.g. the engine died): an error event ends the stream
-            err = error_body(exc.message, getattr(exc, "type", "invalid_request_error"), getattr(exc, "param", None),
-                             getattr(exc, "code", None))
+            type_ = getattr(exc, "type", "invalid_request_error")
+            record_error(type_)
+            err = error_body(exc.message, type_, getattr(exc, "param", None), getattr(exc, "code", None))
             yield f"data: {json.dumps(err)}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

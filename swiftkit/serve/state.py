@@ -24,6 +24,8 @@ class ServerState:
     tool_format: str
     limits: Any  # the ServeConfig: its size limits (generation.check_limits)
     api_key: str | None = None
+    admin_key: str | None = None
+    tenancy: Any = None  # serve.tenancy.Tenancy with --database: tenant keys, limits, usage log
     embedder: Any = None  # callable(list[list[int]]) -> list[list[float]], run on the engine thread
     draining: bool = False
     inflight: int = 0

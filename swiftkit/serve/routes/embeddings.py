@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from swiftkit.serve.errors import BadRequest, ModelNotFound
 from swiftkit.serve.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 from swiftkit.serve.state import ServerState
+from swiftkit.serve.usage import record_tokens
 
 
 def install(app: FastAPI, state: ServerState) -> None:
@@ -43,6 +44,7 @@ async def embedding_handler(state: ServerState, body: EmbeddingRequest) -> Embed
             emb = base64.b64encode(np.asarray(vec, dtype=np.float32).tobytes()).decode()
         data.append(EmbeddingData(index=i, embedding=emb))
     n = sum(len(b) for b in batches)
+    record_tokens(n, 0)
     return EmbeddingResponse(data=data, model=body.model, usage=Usage(prompt_tokens=n, total_tokens=n))
 
 
