@@ -53,6 +53,7 @@ class EngineLM(HFLM):
             options = EngineOptions(
                 max_num_seqs=int(self.batch_size), max_model_len=need, max_queue=2**31 - 1,
                 max_batched_tokens=max(need, min(8192, LOGITS_BUDGET // (4 * vocab))),
+                prefix_caching=True,  # the weights never change during an eval: shared few-shot prefixes are reused
             )
             self._engine = Engine(self._model, self.tokenizer, self.eos_ids, options)
             self._engine_len = need
