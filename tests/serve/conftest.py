@@ -162,3 +162,57 @@ def reference(toy_model: Path, adapters: dict[str, Path]):
 
     generate.tokenizer = tok
     return generate
+
+
+def _postgres_bindir() -> Path | None:
+    import glob
+    import shutil
+
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
+    return Path(found).resolve().parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server for the session (Debian's `postgresql` binaries), in a temporary directory.
+
+    Skipped, with the reason, where none can be started. As root (CI), the server runs as the `postgres`
+    user the Debian package creates: PostgreSQL refuses to run as root.
+    """
+    import shutil
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'swiftkit[postgres]')")
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb): `apt-get install postgresql` to run these tests")
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="swiftkit-pg-"))  # not under pytest's tmp: the postgres user must reach it
+    if prefix:
+        os.chown(root, user.pw_uid, user.pw_gid)
+    data, port = root / "data", free_port()
+    initdb = subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "swiftkit", "--auth=trust",
+                             "-E", "UTF8", "--no-sync"], capture_output=True, text=True)
+    if initdb.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"initdb failed: {initdb.stderr.strip()[-300:]}")
+    start = subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
+                            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                           capture_output=True, text=True)
+    if start.returncode != 0:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else start.stderr
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {log.strip()[-300:]}")
+    try:
+        yield f"postgresql+psycopg://swiftkit@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

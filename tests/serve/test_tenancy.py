@@ -286,3 +286,29 @@ def test_full_buffer_drops_and_counts_rows(toy_model, tmp_path):
         stop_server(server)
     rows = usage_rows(database, key_id)
     assert len(rows) + dropped == 12 and all(r["completion_tokens"] == 2 for r in rows)
+
+
+@pytest.mark.postgres
+def test_keys_limits_and_usage_rows_in_postgresql(postgres_url, toy_model, adapters, tmp_path):
+    secret, key_id = new_key(postgres_url, "--tenant", "pg")
+    quota, _ = new_key(postgres_url, "--tenant", "pg-quota", "--quota-tokens", "20", "--quota-period", "day")
+    server = start_server(["--model", str(toy_model), "--served-model-name", "toy", "--dtype", "float32",
+                           "--max-model-len", "512", "--adapter", f"alpha={adapters['alpha']}",
+                           "--database", postgres_url, "--admin-key", ADMIN_KEY], tmp_path / "server.log")
+    try:
+        seen, _ = _calls(sdk(server, secret))
+        complete(sdk(server, quota))
+        complete(sdk(server, quota))
+        with pytest.raises(openai.RateLimitError) as spent:
+            complete(sdk(server, quota))
+        assert spent.value.code == "insufficient_quota"
+        with pytest.raises(openai.AuthenticationError):
+            complete(sdk(server, secret[:-1]))
+        flush(server)
+    finally:
+        stop_server(server)
+    check_rows_match(usage_rows(postgres_url, key_id), seen, "pg")
+    report = json.loads(run_cli("usage", "--database", postgres_url, "--tenant", "pg", "--format", "json",
+                                check=True).stdout)
+    assert sum(r["total_tokens"] for r in report) == sum(p + c for _, p, c in seen)
+    assert {r["model"] for r in report} == {"toy", "alpha"}
