@@ -58,8 +58,12 @@ def _eval(cfg: BenchEvalConfig, backend: str, output: Path) -> dict[str, Any]:
     evaluate.run(eval_cfg)
     total = time.perf_counter() - started
     metrics = read_manifest(output).metrics
+    phases: dict[str, float] = {}
+    for phase in metrics.get("phases", []):
+        kind = "generate" if phase["kind"] == "generate_until" else "loglikelihood"
+        phases[kind] = round(phases.get(kind, 0.0) + phase["seconds"], 2)
     return {"backend": backend, "artifact": str(output), "total_s": round(total, 2), "scoring_s": metrics["wall_s"],
-            "scores": metrics["scores"]}
+            "phases_s": phases, "scores": metrics["scores"]}
 
 
 def run(cfg: BenchEvalConfig) -> list[dict[str, Any]]:
@@ -85,7 +89,9 @@ def run(cfg: BenchEvalConfig) -> list[dict[str, Any]]:
 def _print(rows: list[dict[str, Any]]) -> None:
     base = rows[0]
     tasks = list(base["scores"])
-    header = ["backend", "scoring s", "load+scoring s", f"speed-up vs {base['backend']}", *tasks, "max |Δ loglik|", "generations equal"]
+    kinds = [k for k in ("loglikelihood", "generate") if k in base["phases_s"]]
+    header = ["backend", "scoring s", *(f"{k} s" for k in kinds), "load+scoring s", f"speed-up vs {base['backend']}", *tasks,
+              "max |Δ loglik|", "generations equal"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         scores = []
@@ -95,7 +101,9 @@ def _print(rows: list[dict[str, Any]]) -> None:
             scores.append("—" if score is None else f"{score:.4f}{delta}")
         agree = row.get("agreement")
         lines.append("| " + " | ".join([
-            row["backend"], f"{row['scoring_s']:.1f}", f"{row['total_s']:.1f}", f"{base['scoring_s'] / row['scoring_s']:.2f}x",
+            row["backend"], f"{row['scoring_s']:.1f}",
+            *(f"{row['phases_s'].get(k, 0.0):.1f} ({base['phases_s'][k] / max(row['phases_s'].get(k, 0.0), 1e-9):.2f}x)" for k in kinds),
+            f"{row['total_s']:.1f}", f"{base['scoring_s'] / row['scoring_s']:.2f}x",
             *scores,
             "reference" if agree is None else f"{agree['max_abs_dloglik']:.1e} ({agree['loglik_compared']})",
             "reference" if agree is None else f"{agree['generations_equal']}/{agree['generations']}",

@@ -219,8 +219,8 @@ def _score(cfg: EvalConfig, plan: TaskPlan, manager, backend, chat: bool, cache:
     fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
     cache.mkdir(exist_ok=True)
     try:
-        with eval_progress(backend.lm, label):
-            return lm_eval.simple_evaluate(
+        with eval_progress(backend.lm, label) as display:
+            results = lm_eval.simple_evaluate(
                 model=backend.lm,
                 tasks=plan.names,
                 task_manager=manager,
@@ -240,6 +240,8 @@ def _score(cfg: EvalConfig, plan: TaskPlan, manager, backend, chat: bool, cache:
                 fewshot_random_seed=cfg.seed,
                 confirm_run_unsafe_code=cfg.allow_code_execution,
             )
+        results["swiftkit_phases"] = display.phases
+        return results
     except Exception as exc:
         if not cfg.url or isinstance(exc, SwiftkitError):
             raise
@@ -276,6 +278,7 @@ def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
             "num_fewshot": cfg.num_fewshot,
             "limit": cfg.limit,
             "wall_s": round(wall, 2),
+            "phases": results.pop("swiftkit_phases", []),
             **backend.info,
         }
         config = cfg.model_dump(exclude={"api_key"})  # never write a secret into an artifact

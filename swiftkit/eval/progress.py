@@ -28,6 +28,7 @@ class EvalProgress:
         self.tokens = 0
         self.started = 0.0
         self.encode = getattr(lm, "tok_encode", None) if getattr(lm, "tokenizer", None) is not None else None
+        self.phases: list[dict] = []  # per request type: requests, tokens, seconds (recorded in the artifact)
 
     def attach(self) -> None:
         lm = self.lm
@@ -43,7 +44,11 @@ class EvalProgress:
             tasks = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1} more"
             self.kind, self.tokens, self.started = KINDS[attr], 0, time.monotonic()
             self.row = self.bar.add_task(f"{self.label}: {tasks}", total=len(requests), info=self.kind)
-            return method(requests, *args, **kwargs)
+            results = method(requests, *args, **kwargs)
+            seconds = time.monotonic() - self.started
+            self.phases.append({"kind": attr, "tasks": names, "requests": len(requests), "tokens": self.tokens,
+                                "seconds": round(seconds, 2)})
+            return results
 
         return run
 
