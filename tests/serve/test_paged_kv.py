@@ -190,3 +190,34 @@ def test_real_model_paged_prefix_cached_greedy_equals_plain(smollm2):
         if engine == "fast":
             assert eng.runner.blocks.hit_tokens >= 5 * 16  # the shared system prompt, and the repeat
     assert got["fast"] == got["plain"]
+
+
+def test_aborting_running_and_preempted_requests_frees_their_blocks(toy):
+    model, tokenizer, prompts = toy
+    eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=5, max_model_len=256, prefix_caching=True,
+                                                      kv_cache_memory=24 * eng_block_bytes(toy) / 2**30))
+    outputs: dict[str, list] = {}
+    reqs = [Request(list(p), SamplingParams(max_tokens=60, temperature=0.0, ignore_eos=True),
+                    sink=lambda o: outputs.setdefault(o.request_id, []).append(o)) for p in prompts[:6]]
+    for r in reqs:
+        eng.submit(r)
+    aborted, aborted_waiting = [], []
+
+    def abort_some() -> None:
+        preempted = [r for r in reqs if r.preemptions and r.status.value == "waiting" and r not in aborted]
+        if preempted and len(aborted) < 2:
+            aborted.append(preempted[0])
+            aborted_waiting.append(preempted[0])
+            eng.abort(preempted[0])
+        elif eng.steps == 30 and len(eng.scheduler.running) > 1:
+            aborted.append(eng.scheduler.running[0])
+            eng.abort(eng.scheduler.running[0])
+
+    eng.drain(abort_some)
+    assert eng.preemptions > 0 and aborted_waiting  # one was aborted while preempted (waiting, with output)
+    for r in reqs:
+        last = outputs[r.request_id][-1]
+        assert last.finished and last.completion_tokens == len(r.output_ids)
+        assert last.finish_reason == ("abort" if r in aborted else "length")
+    blocks = eng.runner.blocks
+    assert blocks.num_free == blocks.num_blocks and not any(blocks.ref)
