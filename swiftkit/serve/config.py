@@ -42,6 +42,10 @@ class EngineConfig(ModelOptions):
     enable_prefix_caching: bool = Field(
         True, description="Paged KV: reuse the cached blocks of a shared prompt prefix (only the rest is prefilled).",
     )
+    speculative_ngram: int = Field(
+        0, ge=0, le=16, description="Paged KV: prompt-lookup speculative decoding, up to this many draft tokens a step, "
+        "verified in one forward; used when every running request is greedy without logprobs (0: off).",
+    )
 
 
 class ServeConfig(EngineConfig):
@@ -53,6 +57,14 @@ class ServeConfig(EngineConfig):
     database: str | None = Field(
         None, description="Tenant keys and the usage log: a SQLite file path or a SQLAlchemy URL "
         "(postgresql+psycopg://...). With it, tenant keys (`swiftkit keys create`) are accepted and every request is recorded.",
+    )
+    guard: list[str] = Field(
+        default_factory=list, description="A guard hook `module:function` run on each request and non-streamed "
+        "response: pass, rewrite, or reject with a 400 (repeatable; docs/serve.md, Guards).",
+    )
+    blocklist: list[str] = Field(
+        default_factory=list, description="A regular expression (case-insensitive) that refuses a request or "
+        "non-streamed response whose text matches, with a 400 (repeatable).",
     )
     audit_content: bool = Field(False, description="Also record each request's messages/prompt and the generated text.")
     audit_buffer: int = Field(

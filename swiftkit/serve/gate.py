@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (no buffering of streams): keys, limits, draining (503), body size, metrics, usage rows."""
+"""Pure ASGI middleware (streams pass through unbuffered): keys, limits, guards, draining (503), body size,
+metrics, usage rows."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 from swiftkit.serve import auth, usage
 from swiftkit.serve.errors import AuthError, BadRequest, error_body
+from swiftkit.serve.guards import GUARDED_PATHS, GuardFailed, Reject
 from swiftkit.serve.state import ServerState
 from swiftkit.serve.tenancy import Forbidden, Identity, RateLimited
 from swiftkit.serve.usage import RequestRecord
@@ -35,23 +37,53 @@ class Gate:
                 return await send_error(send, AuthError("this route needs the admin key (--admin-key)", code="invalid_api_key"))
             if state.api_key and not (auth.matches(token, state.api_key) or auth.matches(token, state.admin_key)):
                 return await send_error(send, AuthError("invalid or missing API key", code="invalid_api_key"))
+        guard = None
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            receive, _ = await self._read_body(receive, send, headers)
+            receive, body = await self._read_body(receive, send, headers)
             if receive is None:
                 return
-        await self._call(scope, receive, send, path)
+            if state.guards is not None:
+                try:
+                    receive, guard = self._guard_request(path, _parse(body), receive, None)
+                except (Reject, GuardFailed) as exc:
+                    return await send_error(send, exc)
+        await self._call(scope, receive, send, path, guard=guard)
+
+    def _guard_request(self, path: str, parsed, receive, tenant: str | None, record: RequestRecord | None = None):
+        """Run the guards on a request: (receive with the body they rewrote, or the same; the response guard's
+        context, when the response is to be checked too). Raises Reject."""
+        guards = self.state.guards
+        if guards is None or path not in GUARDED_PATHS or not isinstance(parsed, dict):
+            return receive, None
+        context = {"endpoint": path, "model": parsed.get("model"), "tenant": tenant}
+        changed = guards.checked("request", parsed, context)
+        if changed is not None:
+            receive = _replay(json.dumps(changed).encode(), receive)
+            if record is not None and record.request is not None:  # audit what ran (a redaction stays redacted)
+                record.request = json.dumps({k: changed[k] for k in AUDITED_FIELDS if k in changed}, ensure_ascii=False)
+        return receive, (None if parsed.get("stream") else context)
 
     async def _call(self, scope, receive, send, path: str, record: RequestRecord | None = None,
-                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+                    extra_headers: list[tuple[bytes, bytes]] | None = None, guard: dict | None = None) -> None:
+        """Run the app; `guard` (a context): hold a 200 JSON response for the response guards first."""
         state = self.state
         status = {"code": 500}
         started = time.perf_counter()
+        held: list = []
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 if extra_headers:
                     message = {**message, "headers": [*message.get("headers", []), *extra_headers]}
+                if guard is not None and message["status"] == 200:
+                    held.append(message)
+                    return
+            elif held:
+                held.append(message)
+                if not message.get("more_body"):
+                    await self._guard_response(send, held, guard, extra_headers, status, record)
+                return
             elif record is not None and status["code"] >= 400 and record.error_type is None:
                 record.error_type = _error_type(message.get("body", b""))
             await send(message)
@@ -73,6 +105,22 @@ class Gate:
                 record.status = status["code"]
                 record.endpoint = route if route != "unmatched" else path[:200]
 
+    async def _guard_response(self, send, held: list, context: dict, extra_headers, status: dict,
+                              record: RequestRecord | None) -> None:
+        start, body = held[0], b"".join(m.get("body", b"") for m in held[1:])
+        try:
+            changed = self.state.guards.checked("response", json.loads(body), context)
+        except (Reject, GuardFailed) as exc:
+            status["code"] = exc.status
+            if record is not None:
+                record.error_type = exc.type
+            return await send_error(send, exc, extra_headers)
+        if changed is not None:
+            body = json.dumps(changed).encode()
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
     async def _tenant_call(self, scope, receive, send, headers: dict) -> None:
         """With --database: who is calling (tenant key, shared key or admin key), their limits, the usage row."""
         state, path = self.state, scope["path"]
@@ -84,16 +132,18 @@ class Gate:
             if auth.is_admin_path(path) and not who.admin:
                 raise Forbidden("this route needs an admin key", code="admin_only")
             record.tenant, record.key_id = who.tenant, who.key_id
-            body = None
+            parsed = None
             if scope["method"] in ("POST", "PUT", "PATCH"):
                 receive, body = await self._read_body(receive, send, headers)
                 if receive is None:  # the 413 went out, or the client left
                     record.status = 413
                     tenancy.finish(who, record)
                     return
-            model = _describe(record, body, state, path)
+                parsed = _parse(body)
+            model = _describe(record, parsed, state, path)
             extra = await tenancy.admit(who.key, model) if who.key is not None else []
-        except (AuthError, Forbidden, RateLimited) as exc:
+            receive, guard = self._guard_request(path, parsed, receive, who.tenant, record)
+        except (AuthError, Forbidden, RateLimited, Reject, GuardFailed) as exc:
             record.status, record.error_type = exc.status, exc.type
             extra = tenancy.headers(who.key) if who.key is not None else []
             if isinstance(exc, RateLimited):
@@ -102,7 +152,7 @@ class Gate:
             tenancy.finish(who, record)
             return
         try:
-            await self._call(scope, receive, send, path, record, extra)
+            await self._call(scope, receive, send, path, record, extra, guard)
         finally:
             tenancy.finish(who, record)
 
@@ -173,15 +223,16 @@ def _error_type(body: bytes) -> str | None:
         return None
 
 
-def _describe(record: RequestRecord, body: bytes | None, state: ServerState, path: str) -> str | None:
+def _parse(body: bytes | None):
+    try:
+        return json.loads(body) if body else None
+    except ValueError:  # not JSON: the route answers with its 400
+        return None
+
+
+def _describe(record: RequestRecord, parsed, state: ServerState, path: str) -> str | None:
     """Fill the record's model, adapter and (--audit-content) request; the model the request names."""
     model = None
-    parsed = None
-    if body:
-        try:
-            parsed = json.loads(body)
-        except ValueError:  # the handler answers with the 400
-            parsed = None
     if isinstance(parsed, dict):
         model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
         if state.limits.audit_content:

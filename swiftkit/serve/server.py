@@ -23,6 +23,7 @@ def build_state(cfg: ServeConfig):
     from swiftkit.serve.state import ServerState
 
     metrics = Metrics()
+    hooks = guards(cfg)  # a bad --guard fails before the model loads
     name = cfg.served_model_name or cfg.model
     if cfg.engine == "vllm":
         from swiftkit.serve.engine.vllm import VLLMEngine, require_vllm
@@ -49,8 +50,17 @@ def build_state(cfg: ServeConfig):
         grammar=GrammarFactory(served.tokenizer, served.vocab_size, served.eos_ids),
         tool_format=tool_parser_for(served.chat_template, cfg.tool_parser), limits=cfg,
         api_key=cfg.api_key, admin_key=cfg.admin_key, embedder=embedder, tenancy=tenancy(cfg, metrics),
+        guards=hooks,
         pool=ThreadPoolExecutor(cfg.tokenizer_threads, thread_name_prefix="swiftkit-prep"),
     )
+
+
+def guards(cfg: ServeConfig):
+    if not cfg.guard and not cfg.blocklist:
+        return None
+    from swiftkit.serve.guards import Guards
+
+    return Guards(cfg.guard, cfg.blocklist)
 
 
 def tenancy(cfg: ServeConfig, metrics):

@@ -26,6 +26,7 @@ class ServerState:
     api_key: str | None = None
     admin_key: str | None = None
     tenancy: Any = None  # serve.tenancy.Tenancy with --database: tenant keys, limits, usage log
+    guards: Any = None  # serve.guards.Guards with --guard / --blocklist
     embedder: Any = None  # callable(list[list[int]]) -> list[list[float]], run on the engine thread
     draining: bool = False
     inflight: int = 0

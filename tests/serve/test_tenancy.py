@@ -161,7 +161,9 @@ def _calls(client: openai.OpenAI) -> tuple[list[tuple[str, int, int]], str]:
     and the first reply's text."""
     seen = []
     messages = [{"role": "user", "content": "What is 1 + 2?"}]
-    r = client.chat.completions.create(model="toy", messages=messages, max_tokens=6, extra_body={"ignore_eos": True})
+    # special tokens kept in the text: the toy may answer with eos tokens only, and the audited text must not be ""
+    r = client.chat.completions.create(model="toy", messages=messages, max_tokens=6,
+                                       extra_body={"ignore_eos": True, "skip_special_tokens": False})
     text = r.choices[0].message.content
     seen.append(("/v1/chat/completions", r.usage.prompt_tokens, r.usage.completion_tokens))
     usage = None
