@@ -47,4 +47,8 @@ class BenchEngineConfig(CommandConfig):
         0, ge=0, description="Also run the shared-prefix workload: every request starts with the same this many tokens "
         "(then --prompt-len of its own), prefix caching on and off in the same run (fast engine, paged KV).",
     )
+    speculative: int = Field(
+        0, ge=0, le=16, description="Also run the input-grounded workload (one stream asked to repeat a text) with "
+        "prompt-lookup speculative decoding of up to this many draft tokens, against the same engine without it.",
+    )
     output: str | None = Field(None, description="Also write the results as JSON to this file.")

@@ -269,6 +269,8 @@ def run(cfg: BenchEngineConfig) -> dict[str, Any]:
             torch.cuda.empty_cache()
     if cfg.shared_prefix:
         result["shared_prefix"] = shared_prefix(model, tokenizer, cfg, concurrency, vocab)
+    if cfg.speculative:
+        result["speculative"] = speculative(model, tokenizer, cfg)
     _report(result)
     if cfg.output:
         Path(cfg.output).write_text(json.dumps(result, indent=2) + "\n")
@@ -298,6 +300,50 @@ def shared_prefix(model, tokenizer, cfg: BenchEngineConfig, concurrency: list[in
         row["tok_s_ratio"] = row["on"]["tok_s"] / row["off"]["tok_s"]
         runs.append(row)
     return runs
+
+
+REPEAT_TEXT = (
+    "The committee met on Tuesday to review the harbour project. Construction of the northern pier is six weeks "
+    "behind schedule because the steel delivery arrived late, and the contractor has asked for an extension until "
+    "the end of March. The southern pier is on time. The budget remains within the approved limit, although the "
+    "cost of concrete has risen by four percent since the last meeting. The committee agreed to grant the "
+    "extension, to publish a revised timetable next week, and to meet again on the first Monday of next month."
+)
+
+
+def speculative(model, tokenizer, cfg: BenchEngineConfig) -> dict[str, Any]:
+    """One stream asked to repeat a text with one change (an input-grounded task): prompt-lookup speculative
+    decoding on vs off, same paged engine settings; the greedy tokens must be identical."""
+    from swiftkit.serve.engine.engine import Engine, EngineOptions
+    from swiftkit.serve.engine.request import Request, SamplingParams
+
+    ask = f"Repeat the following text exactly, but write Wednesday instead of Tuesday:\n\n{REPEAT_TEXT}"
+    try:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": ask}], add_generation_prompt=True,
+                                               tokenize=True, return_dict=True)["input_ids"]
+    except Exception:  # no chat template
+        prompt = tokenizer(ask)["input_ids"]
+    row: dict[str, Any] = {"prompt_tokens": len(prompt), "draft_tokens": cfg.speculative}
+    outputs = {}
+    for k in (cfg.speculative, 0):
+        options = EngineOptions(max_num_seqs=1, max_model_len=len(prompt) + cfg.max_tokens + 1, engine="fast",
+                                kv_cache="paged", speculative_tokens=k)
+        engine = Engine(model, tokenizer, [], options)
+        run_engine(engine, [prompt[:16]], 4)  # warm-up
+        tokens: list[int] = []
+        engine.submit(Request(list(prompt), SamplingParams(max_tokens=cfg.max_tokens, temperature=0.0, ignore_eos=True),
+                              sink=lambda o, tokens=tokens: tokens.extend(o.token_ids)))
+        start = time.perf_counter()
+        engine.drain()
+        seconds = time.perf_counter() - start
+        key = "on" if k else "off"
+        row[key] = {"tok_s": len(tokens) / seconds, "seconds": seconds, "steps": engine.steps,
+                    "accepted": engine.spec_accepted, "drafted": engine.spec_drafted}
+        outputs[key] = tokens
+        del engine
+    row["identical"] = outputs["on"] == outputs["off"]
+    row["speedup"] = row["on"]["tok_s"] / row["off"]["tok_s"]
+    return row
 
 
 def _report(result: dict[str, Any]) -> None:
@@ -332,3 +378,10 @@ def _report(result: dict[str, Any]) -> None:
                 lines.append(f"| {label} | {c['max_abs_logit_diff']:.3g} | {c['mean_max_abs_logit_diff']:.3g} | "
                              f"{c['kl_max']:.2e} | {c['kl_mean']:.2e} | {c['argmax_agreement']:.3f} |")
         out.print("\n".join(lines))
+    if result.get("speculative"):
+        r = result["speculative"]
+        on, off = r["on"], r["off"]
+        out.print(f"speculative decoding (prompt lookup, up to {r['draft_tokens']} draft tokens; one stream repeating a "
+                  f"{r['prompt_tokens']}-token prompt's text): {on['tok_s']:.1f} vs {off['tok_s']:.1f} tok/s without "
+                  f"({r['speedup']:.2f}x), {on['accepted']} of {on['drafted']} draft tokens accepted, greedy tokens "
+                  f"{'identical' if r['identical'] else 'DIFFERENT'}")

@@ -63,7 +63,8 @@ class ServedModel:
         options = EngineOptions(max_num_seqs=cfg.max_num_seqs, max_model_len=self.max_model_len,
                                 max_queue=cfg.max_queue, max_batched_tokens=cfg.max_batched_tokens, seed=cfg.seed,
                                 engine=cfg.engine, enforce_eager=cfg.enforce_eager, kv_cache=cfg.kv_cache,
-                                kv_cache_memory=cfg.kv_cache_memory, prefix_caching=cfg.enable_prefix_caching)
+                                kv_cache_memory=cfg.kv_cache_memory, prefix_caching=cfg.enable_prefix_caching,
+                                speculative_tokens=cfg.speculative_ngram)
         return (engine_cls or AsyncEngine)(self.model, self.tokenizer, self.eos_ids, options,
                                            multi_adapter=bool(self.adapters), on_step=on_step)
 

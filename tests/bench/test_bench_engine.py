@@ -30,11 +30,11 @@ def test_bench_engine_rejects_unknown_engine():
     assert proc.returncode == 2 and "unknown warp" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_bench_engine_shared_prefix_reports_caching_on_and_off(tmp_path):
+def test_bench_engine_shared_prefix_and_speculative_workloads(tmp_path):
     result = tmp_path / "engine.json"
     proc = run_cli("bench", "engine", "--model-config", "toy", "--engines", "fast,fast-slots", "--concurrency", "4",
                    "--prompt-len", "8", "--max-tokens", "6", "--fidelity-tokens", "0", "--shared-prefix", "64",
-                   "--output", result, check=True)
+                   "--speculative", "3", "--output", result, check=True)
     data = json.loads(result.read_text())
     assert {r["engine"] for r in data["runs"]} == {"fast", "fast-slots"}
     (row,) = data["shared_prefix"]
@@ -42,3 +42,5 @@ def test_bench_engine_shared_prefix_reports_caching_on_and_off(tmp_path):
     # the burst computes the 64-token prefix once (4 blocks), the other three requests take it from the cache
     assert row["on"]["prefix_hit_tokens"] == 3 * 64 and row["off"]["prefix_hit_tokens"] == 0
     assert row["ttft_ratio"] > 0 and "prefix caching on vs off" in proc.stdout
+    spec = data["speculative"]
+    assert spec["identical"] and spec["off"]["drafted"] == 0 and spec["on"]["steps"] <= spec["off"]["steps"]

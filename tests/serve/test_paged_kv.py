@@ -159,7 +159,8 @@ def test_requests_admitted_together_share_their_prefix(toy):
 
 @pytest.mark.real
 def test_real_model_paged_prefix_cached_greedy_equals_plain(smollm2):
-    """SmolLM2-135M in fp32: chat prompts sharing the default system prompt, late arrivals, a repeat."""
+    """SmolLM2-135M in fp32: chat prompts sharing the default system prompt, late arrivals, a repeat; with and
+    without prompt-lookup speculation."""
     from swiftkit.loading import load_model
 
     model, tokenizer, _ = load_model(str(smollm2), dtype="float32", device="cpu")
@@ -170,9 +171,10 @@ def test_real_model_paged_prefix_cached_greedy_equals_plain(smollm2):
     params = [SamplingParams(max_tokens=10 + 4 * i, temperature=0.0, ignore_eos=True,
                              prompt_logprobs=1 if i == 2 else None) for i in range(len(prompts))]
     got = {}
-    for engine in ("fast", "plain"):
+    for engine, spec in (("fast", 0), ("fast", 4), ("plain", 0)):
         eng = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(max_num_seqs=3, max_model_len=512,
-                                                                                 engine=engine, prefix_caching=True))
+                                                                                 engine=engine, prefix_caching=True,
+                                                                                 speculative_tokens=spec))
         reqs = [Request(list(p), sp, sink=lambda o: None) for p, sp in zip(prompts, params, strict=True)]
         for r in reqs[:3]:
             eng.submit(r)
@@ -186,10 +188,11 @@ def test_real_model_paged_prefix_cached_greedy_equals_plain(smollm2):
                     eng.submit(r)
 
         eng.drain(arrive)
-        got[engine] = [r.output_ids for r in reqs]
+        got[engine, spec] = [r.output_ids for r in reqs]
         if engine == "fast":
             assert eng.runner.blocks.hit_tokens >= 5 * 16  # the shared system prompt, and the repeat
-    assert got["fast"] == got["plain"]
+    assert got["fast", 0] == got["plain", 0]
+    assert got["fast", 4] == got["plain", 0]  # speculative steps (prompt lookup) keep the greedy tokens
 
 
 def test_aborting_running_and_preempted_requests_frees_their_blocks(toy):
@@ -221,3 +224,15 @@ def test_aborting_running_and_preempted_requests_frees_their_blocks(toy):
         assert last.finish_reason == ("abort" if r in aborted else "length")
     blocks = eng.runner.blocks
     assert blocks.num_free == blocks.num_blocks and not any(blocks.ref)
+
+
+def test_prompt_lookup_speculation_keeps_greedy_tokens(toy):
+    """Speculative steps (n-gram drafts verified in one forward) give the non-speculative greedy tokens."""
+    n = len(toy[2])
+    params = [SamplingParams(max_tokens=30 + (i * 7) % 40, temperature=0.0, ignore_eos=i % 3 != 0) for i in range(n)]
+    spec_eng, spec = run(toy, params, speculative_tokens=4)
+    _, plain = run(toy, params)
+    assert [r.output_ids for r in spec] == [r.output_ids for r in plain]
+    assert spec_eng.spec_accepted > 0 and spec_eng.steps < sum(len(r.output_ids) for r in spec)
+    blocks = spec_eng.runner.blocks
+    assert blocks.num_free == blocks.num_blocks

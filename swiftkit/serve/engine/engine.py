@@ -26,6 +26,7 @@ from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams
 from swiftkit.serve.engine.runner import make_runner
 from swiftkit.serve.engine.sampler import Sampler, prompt_logprobs
 from swiftkit.serve.engine.scheduler import QueueFull, Scheduler
+from swiftkit.serve.engine.spec import accept_greedy, ngram_draft
 
 EngineBusy = QueueFull
 
@@ -45,6 +46,7 @@ class EngineOptions:
     # Off unless asked (serve asks): a cache outlives a drain(), so a caller that changes the weights between
     # calls (rollouts during training) would otherwise read keys of the old weights; see reset_prefix_cache.
     prefix_caching: bool = False
+    speculative_tokens: int = 0  # paged KV, greedy rows: prompt-lookup draft tokens verified per step (0: off)
 
 
 class Engine:
@@ -58,6 +60,7 @@ class Engine:
                                   options.prefix_caching)
         self.paged = hasattr(self.runner, "allocate")
         self.preemptions = 0
+        self.spec_drafted = self.spec_accepted = 0
         self.device = self.runner.device
         self.sampler = Sampler(sorted(self.eos_ids), options.seed, self.device)
         self.scheduler = Scheduler(options.max_num_seqs, options.max_queue, options.max_batched_tokens)
@@ -232,7 +235,9 @@ class Engine:
         if self.paged:
             self._make_room()
         batch = len(self.scheduler.running)
-        if batch:
+        if batch and self.options.speculative_tokens and self.paged and self._speculate():
+            pass
+        elif batch:
             logits = self.runner.decode(self.scheduler.running)
             tokens, logprobs = self.sampler(logits, self.scheduler.running)
             for req, tok, lp in zip([*self.scheduler.running], tokens, logprobs, strict=True):
@@ -241,6 +246,37 @@ class Engine:
         if self.on_step:
             self.on_step(batch, len(self.scheduler.waiting))
         self._flush()
+
+    def _speculate(self) -> bool:
+        """One speculative step for the whole batch (prompt lookup, spec.py) when every row decodes greedily
+        with nothing editing its logits (so the model's argmax is the token either way) and at least one row
+        found a draft; False: the caller takes a normal decode step."""
+        running = [*self.scheduler.running]
+        if not all(r.params.greedy and r.params.logprobs is None and not Sampler._needs_edit(r) for r in running):
+            return False
+        drafts = []
+        for r in running:
+            room = min(self.options.speculative_tokens, r.params.max_tokens - len(r.output_ids) - 1,
+                       self.options.max_model_len - r.num_tokens - 1)
+            drafts.append(ngram_draft(r.token_ids, room))
+        if not any(drafts):
+            return False
+        logits = self.runner.verify(running, drafts)
+        if logits is None:
+            return False
+        greedy = logits.argmax(-1).tolist()
+        for r, draft, row in zip(running, drafts, greedy, strict=True):
+            emitted = accept_greedy(draft, row)
+            r.kv_end += len(emitted)  # the last token and the accepted draft tokens are in the cache now
+            self.spec_drafted += len(draft)
+            self.spec_accepted += len(emitted) - 1
+            for tok in emitted:
+                self._append(r, tok, None)
+                if r.status is not Status.RUNNING or r.slot < 0:
+                    break
+            else:
+                self.runner.register(r)
+        return True
 
     def _make_room(self) -> None:
         """Paged cache: when the next decode step needs more new blocks than are free, the newest running

@@ -193,5 +193,29 @@ class PagedRunner:
                 self.blocks.register(r, r.token_ids, r.kv_end)
         return logits
 
+    def verify(self, requests: Sequence[Request], drafts: Sequence[Sequence[int]]) -> torch.Tensor | None:
+        """Speculative decoding: [last token, *draft] of every row in one forward after its cached positions.
+        Returns logits [rows, 1 + longest draft, V] (row r's first 1 + len(drafts[r]) count), or None when
+        the pool cannot hold the drafts (the caller decodes normally). kv_end is not advanced here."""
+        bs = self.block_size
+        if not self.blocks.grow(requests, [r.kv_end + 1 + len(d) for r, d in zip(requests, drafts, strict=True)]):
+            return None
+        self.net.zero_blocks(self.blocks.high)
+        ids, pos, blocks, offsets, spans = [], [], [], [], []
+        for req, draft in zip(requests, drafts, strict=True):
+            p = torch.arange(req.kv_end, req.kv_end + 1 + len(draft))
+            table = torch.tensor(req.block_table)
+            ids.append(torch.tensor([req.last_token, *draft]))
+            pos.append(p)
+            blocks.append(table[p // bs])
+            offsets.append(p % bs)
+            spans.append((1 + len(draft), req.kv_end, table.to(self.device)))
+        flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
+        return self.net.prefill_paged(*flat, spans, all_logits=True)[1]
+
+    def register(self, req: Request) -> None:
+        """Register the request's blocks filled so far (after a speculative step moved kv_end by several)."""
+        self.blocks.register(req, req.token_ids, req.kv_end)
+
     def move(self, src: int, dst: int, length: int) -> None:
         """Rows are only indices into the running list here: block tables travel with their requests."""

@@ -109,6 +109,15 @@ class BlockManager:
             if r.kv_end == len(r.block_table) * self.block_size:
                 r.block_table.append(self._take())
 
+    def grow(self, requests: Sequence[Request], positions: Sequence[int]) -> bool:
+        """Blocks so that request i holds positions [0, positions[i]); False, changing nothing, if not free."""
+        need = [max(0, self.blocks_for(p) - len(r.block_table)) for r, p in zip(requests, positions, strict=True)]
+        if sum(need) > self.num_free:
+            return False
+        for r, n in zip(requests, need, strict=True):
+            r.block_table.extend(self._take() for _ in range(n))
+        return True
+
     def register(self, req: Request, tokens: Sequence[int], upto: int) -> None:
         """Register the sequence's full blocks among its first `upto` positions (`tokens`: its ids)."""
         if not self.prefix_caching:
