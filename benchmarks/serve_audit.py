@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,12 +30,22 @@ from tests.serve.conftest import start_server, stop_server  # noqa: E402
 KEY = "sk-bench"
 
 
-def bench(url: str, key: str, args: argparse.Namespace, out: Path) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (the HTTP process; the engine runs in a child of its own)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench(server, key: str, args: argparse.Namespace, out: Path) -> dict:
+    url = server.url
+    before = cpu_seconds(server.proc.pid)
     subprocess.run([sys.executable, "-m", "swiftkit", "bench", "serve", "--url", url, "--api-key", key,
                     "--endpoint", "completions", "--concurrency", str(args.concurrency), "--requests",
                     str(args.requests), "--max-tokens", str(args.max_tokens), "--output", str(out)],
                    check=True, capture_output=True, cwd=ROOT)
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    result["http_cpu_us_per_request"] = 1e6 * (cpu_seconds(server.proc.pid) - before) / args.requests
+    return result
 
 
 def part_serving(args: argparse.Namespace, tmp: Path) -> None:
@@ -50,8 +61,8 @@ def part_serving(args: argparse.Namespace, tmp: Path) -> None:
     results: dict[str, list[dict]] = {"plain": [], "audited": []}
     try:
         for r in range(args.rounds):
-            results["plain"].append(bench(plain.url, KEY, args, tmp / f"plain{r}.json"))
-            results["audited"].append(bench(audited.url, tenant_key, args, tmp / f"audited{r}.json"))
+            results["plain"].append(bench(plain, KEY, args, tmp / f"plain{r}.json"))
+            results["audited"].append(bench(audited, tenant_key, args, tmp / f"audited{r}.json"))
     finally:
         stop_server(plain)
         stop_server(audited)
@@ -59,17 +70,22 @@ def part_serving(args: argparse.Namespace, tmp: Path) -> None:
     recorded = sum(r["requests"] for r in rows)
     print(f"\nserving: {args.rounds} rounds of {args.requests} completions x {args.max_tokens} tokens, concurrency "
           f"{args.concurrency}; audited server recorded {recorded} rows\n")
-    print("| server | output tok/s | requests/s | mean latency (ms) | TTFT p50 (ms) |")
-    print("|---|---|---|---|---|")
+    print("| server | output tok/s | requests/s | mean latency (ms) | TTFT p50 (ms) | HTTP-process CPU per request (µs) |")
+    print("|---|---|---|---|---|---|")
     for name, runs in results.items():
         cells = [" / ".join(format(x[k] * scale, ".1f") for x in runs)
-                 for k, scale in (("output_tok_s", 1), ("req_s", 1), ("latency_mean_s", 1000), ("ttft_p50_ms", 1))]
+                 for k, scale in (("output_tok_s", 1), ("req_s", 1), ("latency_mean_s", 1000), ("ttft_p50_ms", 1),
+                                  ("http_cpu_us_per_request", 1))]
         print(f"| {name} | {' | '.join(cells)} |")
     # The box is shared: rounds vary, so compare each audited run with the plain run just before it.
     ratios = [a["output_tok_s"] / p["output_tok_s"] for p, a in zip(results["plain"], results["audited"], strict=True)]
     deltas = [1000 * (a["latency_mean_s"] - p["latency_mean_s"])
               for p, a in zip(results["plain"], results["audited"], strict=True)]
-    print(f"\naudited / plain tok/s per round: {' '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f}); "
+    cpu = [a["http_cpu_us_per_request"] - p["http_cpu_us_per_request"]
+           for p, a in zip(results["plain"], results["audited"], strict=True)]
+    print(f"\nHTTP-process CPU per request, audited - plain (µs): {' '.join(f'{c:+.0f}' for c in cpu)} "
+          f"(median {statistics.median(cpu):+.0f})")
+    print(f"audited / plain tok/s per round: {' '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f}); "
           f"mean latency delta per round (ms): {' '.join(f'{d:+.1f}' for d in deltas)} (median {statistics.median(deltas):+.1f})")
 
 
