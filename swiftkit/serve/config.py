@@ -53,6 +53,10 @@ class ServeConfig(EngineConfig):
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     api_key: str | None = Field(None, description="Require `Authorization: Bearer KEY` on /v1 routes (/health stays open).")
+    allow_ip: list[str] = Field(
+        default_factory=list, description="Only clients from this address or network (CIDR) may call the API "
+        "routes (repeatable; /health and /metrics stay open); others get 403.",
+    )
     admin_key: str | None = Field(None, description="Key for the admin routes (/v1/admin/...); accepted on every route.")
     database: str | None = Field(
         None, description="Tenant keys and the usage log: a SQLite file path or a SQLAlchemy URL "

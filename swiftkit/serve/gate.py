@@ -32,6 +32,8 @@ class Gate:
         if state.tenancy is not None and auth.needs_key(path):
             return await self._tenant_call(scope, receive, send, headers)
         if auth.needs_key(path):
+            if not self._ip_allowed(scope):
+                return await send_error(send, _ip_refused(scope))
             token = auth.bearer(headers.get(b"authorization"))
             if auth.is_admin_path(path) and not auth.matches(token, state.admin_key):
                 return await send_error(send, AuthError("this route needs the admin key (--admin-key)", code="invalid_api_key"))
@@ -128,7 +130,10 @@ class Gate:
         record = RequestRecord(endpoint=path[:200])
         who = Identity()
         try:
+            if not self._ip_allowed(scope):
+                raise _ip_refused(scope)
             who = await self._identify(headers)
+            scope.setdefault("state", {})["swiftkit_key"] = who.key  # routes that answer per key (/v1/models)
             if auth.is_admin_path(path) and not who.admin:
                 raise Forbidden("this route needs an admin key", code="admin_only")
             record.tenant, record.key_id = who.tenant, who.key_id
@@ -155,6 +160,19 @@ class Gate:
             await self._call(scope, receive, send, path, record, extra, guard)
         finally:
             tenancy.finish(who, record)
+
+    def _ip_allowed(self, scope) -> bool:
+        networks = self.state.allowed_networks
+        if not networks:
+            return True
+        import ipaddress
+
+        client = scope.get("client")
+        try:
+            address = ipaddress.ip_address(client[0]) if client else None
+        except ValueError:
+            return False
+        return address is not None and any(address in n for n in networks)
 
     async def _identify(self, headers: dict) -> Identity:
         state = self.state
@@ -209,6 +227,12 @@ async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, by
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": data})
+
+
+def _ip_refused(scope) -> Forbidden:
+    client = scope.get("client")
+    return Forbidden(f"requests from {client[0] if client else 'this client'} are not allowed (--allow-ip)",
+                     code="ip_not_allowed")
 
 
 async def send_error(send, exc: BadRequest, headers: list[tuple[bytes, bytes]] | None = None) -> None:

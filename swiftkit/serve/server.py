@@ -23,7 +23,8 @@ def build_state(cfg: ServeConfig):
     from swiftkit.serve.state import ServerState
 
     metrics = Metrics()
-    hooks = guards(cfg)  # a bad --guard fails before the model loads
+    hooks = guards(cfg)  # a bad --guard or --allow-ip fails before the model loads
+    networks = allowed_networks(cfg.allow_ip)
     name = cfg.served_model_name or cfg.model
     if cfg.engine == "vllm":
         from swiftkit.serve.engine.vllm import VLLMEngine, require_vllm
@@ -50,9 +51,18 @@ def build_state(cfg: ServeConfig):
         grammar=GrammarFactory(served.tokenizer, served.vocab_size, served.eos_ids),
         tool_format=tool_parser_for(served.chat_template, cfg.tool_parser), limits=cfg,
         api_key=cfg.api_key, admin_key=cfg.admin_key, embedder=embedder, tenancy=tenancy(cfg, metrics),
-        guards=hooks,
+        guards=hooks, allowed_networks=networks,
         pool=ThreadPoolExecutor(cfg.tokenizer_threads, thread_name_prefix="swiftkit-prep"),
     )
+
+
+def allowed_networks(specs: list[str]) -> list:
+    import ipaddress
+
+    try:
+        return [ipaddress.ip_network(s, strict=False) for s in specs]
+    except ValueError as exc:
+        raise SwiftkitError(f"--allow-ip: {exc}", "give addresses or networks, e.g. --allow-ip 10.0.0.0/8") from None
 
 
 def guards(cfg: ServeConfig):

@@ -27,6 +27,7 @@ class ServerState:
     admin_key: str | None = None
     tenancy: Any = None  # serve.tenancy.Tenancy with --database: tenant keys, limits, usage log
     guards: Any = None  # serve.guards.Guards with --guard / --blocklist
+    allowed_networks: list = field(default_factory=list)  # --allow-ip, as ipaddress networks
     embedder: Any = None  # callable(list[list[int]]) -> list[list[float]], run on the engine thread
     draining: bool = False
     inflight: int = 0

@@ -111,6 +111,10 @@ def test_model_not_allowed_is_403(tenant_server):
     with pytest.raises(openai.PermissionDeniedError) as denied:
         complete(client, model="toy")
     assert denied.value.code == "model_not_allowed" and denied.value.status_code == 403
+    assert [m.id for m in client.models.list()] == ["alpha"]  # a key lists only what it may use
+    with pytest.raises(openai.PermissionDeniedError):
+        client.models.retrieve("toy")
+    assert {m.id for m in sdk(tenant_server, API_KEY).models.list()} == {"toy", "alpha"}
 
 
 def test_rpm_limit_gives_429_with_headers_at_the_right_count(tenant_server):
@@ -314,3 +318,18 @@ def test_keys_limits_and_usage_rows_in_postgresql(postgres_url, toy_model, adapt
                                 check=True).stdout)
     assert sum(r["total_tokens"] for r in report) == sum(p + c for _, p, c in seen)
     assert {r["model"] for r in report} == {"toy", "alpha"}
+
+
+def test_ip_allow_list(toy_model, tmp_path):
+    server = start_server(["--model", str(toy_model), "--served-model-name", "toy", "--dtype", "float32",
+                           "--max-model-len", "128", "--api-key", API_KEY, "--allow-ip", "10.0.0.0/8",
+                           "--allow-ip", "192.168.1.7"], tmp_path / "server.log")
+    try:
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            sdk(server, API_KEY).models.list()
+        assert refused.value.code == "ip_not_allowed" and "127.0.0.1" in refused.value.message
+        assert httpx.get(server.url + "/health").status_code == 200  # load balancers' probes stay open
+    finally:
+        stop_server(server)
+    proc = run_cli("serve", "--model", toy_model, "--allow-ip", "10.0.0.300", "--port", "0", timeout=120)
+    assert proc.returncode == 2 and "--allow-ip" in proc.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from swiftkit import __version__
@@ -34,10 +34,13 @@ def install(app: FastAPI, state: ServerState) -> None:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", response_model=ModelList)
-    async def models() -> ModelList:
+    async def models(request: Request) -> ModelList:
         cards = [ModelCard(id=served.name, root=str(served.ref.path), max_model_len=served.max_model_len)]
         cards += [ModelCard(id=name, root=str(path), parent=served.name, max_model_len=served.max_model_len)
                   for name, path in served.adapters.items()]
+        key = getattr(request.state, "swiftkit_key", None)  # a tenant key sees the models it may use
+        if key is not None and key.models is not None:
+            cards = [c for c in cards if c.id in key.models]
         return ModelList(data=cards)
 
     @app.get("/v1/models/{model_id:path}", response_model=ModelCard)
