@@ -2,6 +2,8 @@
 
 request.py  per-request sampling params and state
 kv_cache.py slot-based KV cache (one preallocated row per running sequence)
+kv_blocks.py paged KV: block pool, block tables, prefix cache (the fast runner's CPU default)
+spec.py     prompt-lookup speculative decoding (drafts and greedy acceptance)
 runner.py   picks a runner; the plain one: batched prefill / decode of a transformers causal LM over that cache
 fast_model.py, kernels.py, fast_runner.py  the fast runner: own Qwen2/Llama forward, Triton kernels, CUDA graphs
 vllm.py     vLLM's async engine behind the same interface (--engine vllm)
