@@ -77,7 +77,13 @@ class EngineLM(HFLM):
         for index in sorted(range(len(jobs)), key=lambda i: -len(jobs[i][0])):
             ids, params = jobs[index]
             engine.submit(Request(list(ids), params, sink=lambda out, index=index: sink(index, out)))
-        engine.drain()
+        try:
+            engine.drain()
+        except SwiftkitError:
+            raise
+        except Exception as exc:  # a model the engine's forward cannot run (custom code, an odd cache)
+            raise SwiftkitError(f"the engine cannot run this model: {type(exc).__name__}: {exc}".splitlines()[0],
+                                "use --backend local (lm-eval's HFLM on the same weights)") from None
 
     # -- lm-eval's model calls -------------------------------------------------------------------
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from swiftkit.artifacts import read_manifest
-from tests.conftest import run_cli
+from tests.conftest import WIDE, assert_one_line_error, run_cli
 from tests.eval.fidelity import assert_same_per_sample
 
 HERE = Path(__file__).parent
@@ -60,3 +60,15 @@ def test_one_progress_display_instead_of_lm_eval_bars(toy_model, tmp_path):
     assert f"{label}: toy_preference" in log and "8/8 scoring" in log, log
     assert f"{label}: toy_arithmetic" in log and "4/4 generating" in log, log
     assert log.count("tok/s") == 2, log
+
+
+def test_generation_kwargs_the_engine_cannot_honour_are_one_line_errors(toy_model, shared_data, tmp_path):
+    task = tmp_path / "beams.yaml"
+    source = (HERE / "tasks_yaml" / "rolling.yaml").read_text().replace("DATA", str(shared_data / "gsm8k" / "test_shared1019.jsonl"))
+    task.write_text(
+        source.replace("task: rolling", "task: beams").replace("output_type: loglikelihood_rolling", "output_type: generate_until")
+        + "generation_kwargs:\n  until: []\n  num_beams: 4\n"
+    )
+    proc = run_cli("eval", "--model", toy_model, "--tasks", str(task), "--limit", "2", "--output", tmp_path / "out", env=WIDE)
+    assert_one_line_error(proc, "--backend engine does not support generation kwargs num_beams")
+    assert "--backend local" in proc.stderr
