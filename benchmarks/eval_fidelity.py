@@ -2,8 +2,8 @@
 
     python benchmarks/eval_fidelity.py --model runs/q/sft --data-dir ../shared/data --limit 20 [--serve]
 
-Runs the same MMLU subset + GSM8K through: lm-eval's `hf` backend (the reference), swiftkit's local
-backend, optionally the endpoint backend against `swiftkit serve` on the same model, and a control
+Runs the same MMLU subset + GSM8K through: lm-eval's `hf` backend (the reference), swiftkit's engine
+and local backends, optionally the endpoint backend against `swiftkit serve` on the same model, and a control
 (local backend with a deliberately wrong chat template) that the comparison must flag. For every
 sample it compares the rendered prompts, each answer choice's log-likelihood (|diff| <= 1e-4), the
 argmax prediction, and for generation tasks the raw generation and the extracted answer. Prints a
@@ -171,7 +171,8 @@ def main() -> int:
             started[name] = time.time() - started[name]
 
         score("lm-eval hf (reference)", model=[args.model], backend="hf")
-        score("swiftkit local", model=[args.model])
+        score("swiftkit engine", model=[args.model], backend="engine")
+        score("swiftkit local", model=[args.model], backend="local")
         if args.serve:
             server, url = start_server(args.model)
             try:
@@ -179,7 +180,7 @@ def main() -> int:
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-        score("control: local, wrong chat template", model=[wrong_template_copy(args.model, root)])
+        score("control: local, wrong chat template", model=[wrong_template_copy(args.model, root)], backend="local")
 
         fits = context_check(args.model, args.max_gen_toks)
         reference_name = "lm-eval hf (reference)"
