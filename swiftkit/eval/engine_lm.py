@@ -37,7 +37,7 @@ class EngineLM(HFLM):
         self._engine = None
         self._engine_len = 0
         # What HF's generate() stops at (the references' behaviour), not the serving manifest's eos.
-        eos = getattr(model.generation_config, "eos_token_id", None) if model.generation_config else None
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
 
@@ -163,7 +163,7 @@ class EngineLM(HFLM):
                                 "use --backend local (transformers generate) for this task")
         greedy = not kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) == 0.0
         # HF generate() applies these from the model's generation_config, so the engine must too.
-        config = self._model.generation_config
+        config = getattr(self._model, "generation_config", None)
         repetition = float(getattr(config, "repetition_penalty", None) or 1.0)
         return SamplingParams(
             max_tokens=max_gen_toks, temperature=0.0 if greedy else float(kwargs.get("temperature", 1.0)),
