@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
 import os
 import sys
@@ -97,7 +98,8 @@ def stage_command(stage: Stage, parent: typer.Typer) -> None:
     ]
     # Positional arguments first, in declaration order, then options.
     ordered = sorted(config_cls.model_fields.items(), key=lambda kv: not _is_positional(kv[1]))
-    params += [_parameter(n, i) for n, i in ordered]
+    # Nested lists (a deployment's `models:`) are YAML only: no flag spells them.
+    params += [_parameter(n, i) for n, i in ordered if not _extra(i).get("yaml_only")]
 
     def command(ctx: typer.Context, config: Path | None = None, **values: Any) -> None:
         given = {
@@ -135,7 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     # httpx logs every request at INFO once a library (lm-eval) configures the root logger.
     for noisy in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops", "httpx", "httpx2", "tokenicer"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    with contextlib.suppress(ImportError):  # GPTQModel's import banner, printed whenever peft loads it
+    # GPTQModel's import banner, printed whenever peft loads it. Importing logbar creates its shared
+    # logger, which prints a blank line "to clear space": into the void, so a command's stdout (`keys
+    # list --format json`, a new key's secret) starts with its own output.
+    with contextlib.suppress(ImportError), contextlib.redirect_stdout(io.StringIO()):
         from logbar import LogBar
 
         LogBar.shared().setLevel(logging.ERROR)

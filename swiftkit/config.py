@@ -77,8 +77,12 @@ def build_config(cls: type[C], *layers: dict[str, Any], source: str = "config") 
 def describe_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "value"
-        flag = "--" + field.replace("_", "-")
+        if not err["loc"]:  # a check across fields (a model validator): its message says it all
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
+        field = ".".join(str(p) for p in err["loc"])
+        # a nested YAML key (models.0.colour) has no flag spelling
+        flag = "--" + field.replace("_", "-") if len(err["loc"]) == 1 else field
         msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{flag}: {msg}")
     return "; ".join(parts)

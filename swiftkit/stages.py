@@ -79,7 +79,7 @@ STAGES: dict[str, Stage] = {
               "Publish an artifact (with a generated model card) to the Hugging Face hub or ModelScope."),
         Stage("models", "swiftkit.hub.config:ModelsConfig", "swiftkit.hub.cache:run",
               "List the models cached locally (hub ids used as --model), with sizes."),
-        Stage("serve", "swiftkit.serve.config:ServeConfig", "swiftkit.serve.server:run",
+        Stage("serve", "swiftkit.serve.config:ServeConfig", "swiftkit.serve.deployment:run",
               "OpenAI-compatible HTTP server with a continuous-batching engine."),
         Stage("smoke", "swiftkit.smoke:SmokeConfig", "swiftkit.smoke:run",
               "Serve a model, ask it one question through the openai SDK, stop."),

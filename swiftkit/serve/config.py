@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from swiftkit.config import CommandConfig, positional
 from swiftkit.train.config import ModelOptions
@@ -48,7 +48,26 @@ class EngineConfig(ModelOptions):
     )
 
 
+class DeploymentModel(EngineConfig):
+    """One entry of a deployment's `models:` list: today's per-model serve flags, plus replicas."""
+
+    served_model_name: str | None = Field(None, description="Name clients use for this model (default: the model reference).")
+    embedding_model: str | None = Field(None, description="Separate model for /v1/embeddings requests naming this model.")
+    replicas: int = Field(1, ge=1, le=64, description="Engine processes of this model; requests go to the least loaded.")
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or self.model
+
+
 class ServeConfig(EngineConfig):
+    model: str | None = Field(None, description="Model reference: artifact dir, HF model dir, .gguf file, or hub id.")
+    models: list[DeploymentModel] = Field(
+        default_factory=list, description="Several models behind one endpoint (YAML only, --config): each entry "
+        "takes --model, --adapter, --device and the engine options, plus served_model_name and replicas.",
+        json_schema_extra={"yaml_only": True},
+    )
+    ui: bool = Field(True, description="Serve the web playground at / (--no-ui: off).")
     served_model_name: str | None = Field(None, description="Name clients use for the base model (default: the model reference).")
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
@@ -98,6 +117,14 @@ class ServeConfig(EngineConfig):
     tokenizer_threads: int = Field(
         2, ge=1, description="Threads that tokenize prompts and compile grammars, off the event loop.",
     )
+
+    @model_validator(mode="after")
+    def _one_model_source(self):
+        if self.models and self.model:
+            raise ValueError("give either --model or a `models:` list in --config, not both")
+        if not self.models and not self.model:
+            raise ValueError("--model is required (or a `models:` list in --config)")
+        return self
 
 
 class InferConfig(EngineConfig):

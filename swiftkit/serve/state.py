@@ -29,6 +29,7 @@ class ServerState:
     guards: Any = None  # serve.guards.Guards with --guard / --blocklist
     allowed_networks: list = field(default_factory=list)  # --allow-ip, as ipaddress networks
     embedder: Any = None  # callable(list[list[int]]) -> list[list[float]], run on the engine thread
+    deployment: Any = None  # serve.deployment.Deployment when this model is one of several behind one endpoint
     draining: bool = False
     inflight: int = 0
     # Tokenizing, chat templates and grammar compilation take seconds on big inputs: they run here,
@@ -50,7 +51,8 @@ class ServerState:
             return None
         if model in self.served.adapters:
             return model
-        raise ModelNotFound(f"the model `{model}` does not exist; served: {', '.join(self.model_names())}",
+        served = self.deployment.model_names() if self.deployment is not None else self.model_names()
+        raise ModelNotFound(f"the model `{model}` does not exist; served: {', '.join(served)}",
                             param="model", code="model_not_found")
 
     def model_names(self) -> list[str]:

@@ -35,9 +35,8 @@ def install(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/v1/models", response_model=ModelList)
     async def models(request: Request) -> ModelList:
-        cards = [ModelCard(id=served.name, root=str(served.ref.path), max_model_len=served.max_model_len)]
-        cards += [ModelCard(id=name, root=str(path), parent=served.name, max_model_len=served.max_model_len)
-                  for name, path in served.adapters.items()]
+        deployment = state.deployment  # several models behind this endpoint: every one of them
+        cards = deployment.model_cards() if deployment is not None else model_cards(served)
         key = getattr(request.state, "swiftkit_key", None)  # a tenant key sees the models it may use
         if key is not None and key.models is not None:
             cards = [c for c in cards if c.id in key.models]
@@ -47,3 +46,10 @@ def install(app: FastAPI, state: ServerState) -> None:
     async def model_card(model_id: str) -> ModelCard:
         state.adapter_for(model_id)
         return ModelCard(id=model_id, max_model_len=served.max_model_len)
+
+
+def model_cards(served) -> list[ModelCard]:
+    """The /v1/models entries of one served model: the base, then each adapter."""
+    cards = [ModelCard(id=served.name, root=str(served.ref.path), max_model_len=served.max_model_len)]
+    return cards + [ModelCard(id=name, root=str(path), parent=served.name, max_model_len=served.max_model_len)
+                    for name, path in served.adapters.items()]

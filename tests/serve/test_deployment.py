@@ -1,0 +1,137 @@
+"""Several models behind one endpoint (`swiftkit serve --config deployment.yaml`), through a real server,
+its real engine processes and the openai SDK: routing by name, /v1/models, a worker killed with SIGKILL,
+config errors up front."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.serve.conftest import API_KEY, start_server, stop_server
+
+PROMPT = [5, 6, 7, 8, 9]
+
+
+def write_deployment(path: Path, models: list[dict], **top) -> Path:
+    path.write_text(yaml.safe_dump({"models": models, **top}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def deployment(toy_model: Path, adapters: dict[str, Path], tmp_path_factory):
+    root = tmp_path_factory.mktemp("deployment")
+    config = write_deployment(root / "deployment.yaml", [
+        {"model": str(toy_model), "served_model_name": "toy-a", "adapter": [f"alpha={adapters['alpha']}"]},
+        {"model": str(toy_model), "served_model_name": "toy-b", "max_num_seqs": 4},
+    ], dtype="float32", max_model_len=256, api_key=API_KEY)
+    server = start_server(["--config", str(config)], root / "server.log", timeout=240)
+    yield server
+    stop_server(server)
+
+
+def sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=30)
+
+
+def greedy(client: openai.OpenAI, model: str, max_tokens: int = 6) -> list[str]:
+    out = client.completions.create(model=model, prompt=PROMPT, max_tokens=max_tokens, temperature=0,
+                                    logprobs=0, extra_body={"ignore_eos": True})
+    return out.choices[0].logprobs.tokens
+
+
+def test_models_answer_by_name(deployment):
+    client = sdk(deployment)
+    listed = {m.id: m for m in client.models.list().data}
+    assert set(listed) == {"toy-a", "alpha", "toy-b"}
+    assert listed["alpha"].parent == "toy-a" and listed["toy-b"].max_model_len == 256
+    a, b, alpha = greedy(client, "toy-a"), greedy(client, "toy-b"), greedy(client, "alpha")
+    assert a == b  # the same weights under two names, in two engine processes
+    assert alpha != a  # the adapter's random LoRA changes the output
+    chat = client.chat.completions.create(model="toy-b", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert chat.model == "toy-b" and chat.usage.completion_tokens >= 1
+    with pytest.raises(openai.NotFoundError) as err:
+        greedy(client, "nope")
+    assert "toy-a, alpha, toy-b" in err.value.message
+    health = httpx.get(deployment.url + "/health").json()
+    assert health["status"] == "ok" and health["models"]["toy-b"]["ready"] == 1
+
+
+def _pids(server) -> dict[str, int]:
+    models = httpx.get(server.url + "/health").json()["models"]
+    return {name: m["workers"][0]["pid"] for name, m in models.items()}
+
+
+def test_killed_worker_fails_fast_and_comes_back(deployment):
+    client = sdk(deployment)
+    victim = _pids(deployment)["toy-a"]
+    # A long stream on toy-a is open when its engine process is killed: it ends with an error, at once.
+    stream = client.completions.create(model="toy-a", prompt=PROMPT, max_tokens=200, stream=True,
+                                       extra_body={"ignore_eos": True})
+    next(iter(stream))
+    # Meanwhile toy-b serves without a single failure.
+    failures, served, stop = [], [], threading.Event()
+
+    def other_model():
+        other = sdk(deployment)
+        while not stop.is_set():
+            try:
+                served.append(greedy(other, "toy-b", 2))
+            except Exception as exc:  # noqa: BLE001 - any failure of the other model fails the test
+                failures.append(exc)
+
+    background = threading.Thread(target=other_model)
+    background.start()
+    try:
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(openai.APIError):
+            for _ in stream:
+                pass
+        assert time.monotonic() - killed < 5
+        # While it restarts: fast, OpenAI-shaped 503s for toy-a and its adapter, reported in /health and /metrics.
+        r = httpx.post(deployment.base_url + "/completions", json={"model": "alpha", "prompt": PROMPT, "max_tokens": 2},
+                       headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "worker_unavailable", r.text
+        health = httpx.get(deployment.url + "/health")
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        assert deployment.metric('swiftkit_worker_up{model="toy-a",replica="0"}') == 0.0
+        deadline = time.monotonic() + 120
+        while httpx.get(deployment.url + "/health").json()["status"] != "ok":
+            assert time.monotonic() < deadline, "the worker did not come back"
+            time.sleep(0.3)
+        assert greedy(client, "toy-a") == greedy(client, "toy-b")
+        assert _pids(deployment)["toy-a"] != victim
+        assert deployment.metric('swiftkit_worker_restarts_total{model="toy-a",replica="0"}') == 1.0
+    finally:
+        stop.set()
+        background.join()
+    assert not failures, failures[:3]
+    assert len(served) > 3
+
+
+@pytest.mark.parametrize(("models", "message"), [
+    ([{"model": "TOY", "colour": "red"}], "models.0.colour: unknown option"),
+    ([{"model": "TOY", "served_model_name": "x"}, {"model": "TOY", "served_model_name": "x"}],
+     "models[1] (x): the name `x` is already served by models[0] (x)"),
+    ([{"model": "./no/such/model"}], "models[0] (./no/such/model): model not found: ./no/such/model"),
+    ([{"model": "TOY", "adapter": ["a=./no/such/adapter"]}], "model not found: ./no/such/adapter"),
+])
+def test_config_errors_are_one_line(toy_model, tmp_path, models, message):
+    models = [{k: (str(toy_model) if v == "TOY" else v) for k, v in m.items()} for m in models]
+    config = write_deployment(tmp_path / "d.yaml", models)
+    proc = run_cli("serve", "--config", str(config), "--port", "0", timeout=120, env={"COLUMNS": "300"})
+    assert_one_line_error(proc, message)
+
+
+def test_keys_list_stdout_has_no_leading_blank_line(tmp_path):
+    proc = run_cli("keys", "list", "--database", str(tmp_path / "k.db"), "--format", "json", check=True, timeout=120)
+    assert proc.stdout == "[]\n"
