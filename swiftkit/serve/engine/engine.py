@@ -235,9 +235,8 @@ class Engine:
         if self.paged:
             self._make_room()
         batch = len(self.scheduler.running)
-        if batch and self.options.speculative_tokens and self.paged and self._speculate():
-            pass
-        elif batch:
+        speculated = batch and self.options.speculative_tokens and self.paged and self._speculate()
+        if batch and not speculated:
             logits = self.runner.decode(self.scheduler.running)
             tokens, logprobs = self.sampler(logits, self.scheduler.running)
             for req, tok, lp in zip([*self.scheduler.running], tokens, logprobs, strict=True):
