@@ -129,7 +129,7 @@ def test_memory_follows_live_tokens_and_errors_say_what_fits(toy):
     eng.drain()  # prefilled, sampled its one token, finished: its blocks are free again, its prefix cached
     assert blocks.num_free == blocks.num_blocks and len(blocks.evictable) == len(prompts[0]) // 16
     assert blocks.high == -(-len(prompts[0]) // 16)  # only the blocks it used were ever touched
-    eng.reset_prefix_cache()  # e.g. after the weights changed
+    eng.weights_changed()  # e.g. training between rollouts: cached keys are stale
     assert not blocks.evictable and not blocks.cached and blocks.num_free == blocks.num_blocks
     with pytest.raises(SwiftkitError, match="less than one sequence"):
         Engine(model, tokenizer, [0], EngineOptions(max_model_len=4096, kv_cache_memory=0.0001))
@@ -236,3 +236,36 @@ def test_prompt_lookup_speculation_keeps_greedy_tokens(toy):
     assert spec_eng.spec_accepted > 0 and spec_eng.steps < sum(len(r.output_ids) for r in spec)
     blocks = spec_eng.runner.blocks
     assert blocks.num_free == blocks.num_blocks
+
+
+def test_a_failed_step_ends_every_running_request_and_frees_the_pool(toy):
+    """The engine thread survives a model failure: every running request ends with "error", the blocks go
+    back and the prefix cache is dropped (its blocks may never have been written); the next request works."""
+    import queue
+
+    model, tokenizer, prompts = toy
+    eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=4, max_model_len=256, prefix_caching=True))
+    decode, calls = eng.runner.decode, []
+
+    def failing_decode(requests):
+        calls.append(len(requests))
+        if len(calls) == 3:
+            raise RuntimeError("injected")
+        return decode(requests)
+
+    eng.runner.decode = failing_decode
+    done: queue.Queue = queue.Queue()
+    eng.start()
+    try:
+        for p in prompts[:3]:
+            eng.submit(Request(list(p), SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True),
+                               sink=lambda o: o.finished and done.put(o)))
+        reasons = sorted(done.get(timeout=60).finish_reason for _ in range(3))
+        assert reasons == ["error"] * 3
+        blocks = eng.runner.blocks
+        assert blocks.num_free == blocks.num_blocks and not blocks.cached
+        eng.submit(Request(list(prompts[0]), SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True),
+                           sink=lambda o: o.finished and done.put(o)))
+        assert done.get(timeout=60).finish_reason == "length"
+    finally:
+        eng.stop()

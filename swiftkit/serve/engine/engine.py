@@ -44,7 +44,7 @@ class EngineOptions:
     kv_cache_memory: float | None = None  # GiB for the paged pool (None: runner.pool_blocks decides)
     block_size: int = 16
     # Off unless asked (serve asks): a cache outlives a drain(), so a caller that changes the weights between
-    # calls (rollouts during training) would otherwise read keys of the old weights; see reset_prefix_cache.
+    # calls (rollouts during training) would otherwise read keys of the old weights; see weights_changed.
     prefix_caching: bool = False
     speculative_tokens: int = 0  # paged KV, greedy rows: prompt-lookup draft tokens verified per step (0: off)
 
@@ -143,11 +143,6 @@ class Engine:
                 self.step()
                 if on_step:
                     on_step()
-
-    def reset_prefix_cache(self) -> None:
-        """Forget every cached prefix not in use (call on the engine thread, e.g. after the weights changed)."""
-        if self.paged:
-            self.runner.blocks.reset_prefix_cache()
 
     def deliver(self, batch: list[tuple[Request, RequestOutput]]) -> None:
         """Hand a step's outputs to their sinks (overridden by AsyncEngine to cross into asyncio)."""
@@ -436,11 +431,6 @@ class AsyncEngine(Engine):
         self._outbox: list[tuple[Request, RequestOutput]] = []
         self._outbox_lock = threading.Lock()
         self._wakeup_pending = False
-
-    def reset_prefix_cache(self) -> None:
-        """Forget every cached prefix not in use (call on the engine thread, e.g. after the weights changed)."""
-        if self.paged:
-            self.runner.blocks.reset_prefix_cache()
 
     def deliver(self, batch: list[tuple[Request, RequestOutput]]) -> None:
         # Waking the event loop is a syscall plus a GIL hand-over; do it only when the loop has taken
