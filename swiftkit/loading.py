@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftkit.artifacts import ModelRef, ServingInfo
-from swiftkit.errors import ArtifactError
+from swiftkit.errors import ArtifactError, SwiftkitError
 from swiftkit.resolve import resolve_model_ref
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -81,6 +81,12 @@ def load_model(
 
     mref = ref if isinstance(ref, ModelRef) else resolve_model_ref(ref)
     check_weights(mref)
+    if getattr(mref.manifest, "task", None) == "reward":
+        # AutoModelForCausalLM would load its backbone and a fresh, random LM head without complaint.
+        raise SwiftkitError(
+            f"{mref.ref} is a reward model (a sequence classifier from `swiftkit rm`), not a text generator",
+            f"use it as a GRPO reward (swiftkit grpo --reward rm:{mref.ref}) or load it with AutoModelForSequenceClassification",
+        )
     model = AutoModelForCausalLM.from_pretrained(
         mref.base_path, dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code, **from_pretrained
     )

@@ -44,7 +44,7 @@ def _check(cfg: GRPOConfig) -> None:
             f"--num-generations {cfg.num_generations}",
             f"e.g. --batch-size {cfg.num_generations * max(1, cfg.batch_size // cfg.num_generations)}",
         )
-    rewards.build_rewards(cfg.model_copy(update={"reward": [r for r in cfg.reward if not r.startswith("rm:")]}))
+    rewards.build_rewards(cfg, load_models=False)
 
 
 def rollout_engine(cfg: GRPOConfig) -> str:

@@ -211,8 +211,10 @@ def user_reward(spec: str) -> RewardFunc:
     return func
 
 
-def build_rewards(cfg) -> tuple[list[Any], list[Any], list[str]]:
-    """(reward functions or models, their processing classes, display names) for TRL's GRPOTrainer."""
+def build_rewards(cfg, load_models: bool = True) -> tuple[list[Any], list[Any], list[str]]:
+    """(reward functions or models, their processing classes, display names) for TRL's GRPOTrainer.
+
+    Without `load_models` a reward-model artifact is only checked (the fail-fast pass before training)."""
     check_answer_format(cfg.answer_format)
     funcs: list[Any] = []
     tokenizers: list[Any] = []
@@ -228,7 +230,7 @@ def build_rewards(cfg) -> tuple[list[Any], list[Any], list[str]]:
         elif spec == "code_tests":
             func = code_reward(cfg.allow_code_execution)
         elif spec.startswith("rm:"):
-            func, tokenizer = reward_model(spec[3:], cfg.dtype)
+            func, tokenizer = reward_model(spec[3:], cfg.dtype, load_models)
         elif ":" in spec:
             func = user_reward(spec)
         else:
@@ -246,8 +248,9 @@ def build_rewards(cfg) -> tuple[list[Any], list[Any], list[str]]:
     return funcs, tokenizers, names
 
 
-def reward_model(path: str, dtype: str):
-    """A `swiftkit rm` artifact as a TRL reward model (a sequence classifier and its tokenizer)."""
+def reward_model(path: str, dtype: str, load: bool = True):
+    """A `swiftkit rm` artifact as a TRL reward model (a sequence classifier and its tokenizer); (None, None)
+    when only checking."""
     from swiftkit.artifacts import read_manifest
     from swiftkit.resolve import resolve_model_ref
 
@@ -255,6 +258,8 @@ def reward_model(path: str, dtype: str):
     manifest = read_manifest(mref.path)
     if manifest is None or manifest.stage != "rm":
         raise SwiftkitError(f"--reward rm:{path}: not a reward-model artifact", "train one with `swiftkit rm`")
+    if not load:
+        return None, None
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from swiftkit.loading import torch_dtype

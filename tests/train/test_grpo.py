@@ -122,3 +122,23 @@ def test_grpo_data_without_prompts_fails_in_one_line(toy_model, tmp_path):
     data.write_text(json.dumps({"text": "no prompt"}) + "\n")
     proc = run_cli("grpo", "--model", toy_model, "--data", data, "--output", tmp_path / "o", env=WIDE)
     assert_one_line_error(proc, "no prompt columns found")
+
+
+def test_reward_model_artifact_as_a_grpo_reward_and_refused_as_a_generator(toy_model, sft_adapter, tmp_path):
+    rm = tmp_path / "rm"
+    run_cli("rm", "--model", sft_adapter, "--data", f"{toy_model}/task/dpo.jsonl#240", "--max-steps", "30", "--lr", "3e-3",
+            "--batch-size", "8", "--output", rm, check=True)
+    proc = run_cli("export", "--model", rm, "--quant", "f16", "--output", tmp_path / "gguf", env=WIDE)
+    assert_one_line_error(proc, "is a reward model")
+    assert f"--reward rm:{rm}" in proc.stderr  # the hint says what to do with it
+    # Serving it fails in the engine process; the message still says why.
+    assert "is a reward model" in run_cli("smoke", "--model", rm, env=WIDE).stderr
+    out = tmp_path / "grpo-rm"
+    run_cli("grpo", "--model", sft_adapter, "--data", f"{toy_model}/task/sft.jsonl#64", "--eval-data", f"{toy_model}/task/heldout.jsonl#16",
+            "--reward", f"rm:{rm}", "--reward", "exact_match", "--reward-weights", "0.5", "--reward-weights", "1",
+            "--max-steps", "2", "--batch-size", "16", "--max-completion-length", "6", "--output", out, check=True)
+    metrics = manifest(out)["metrics"]
+    rm_score, exact = metrics[f"eval_reward/rm:{rm}_before"], metrics["eval_reward/exact_match_before"]
+    # The weighted total is what the weights say.
+    assert abs(metrics["eval_reward_before"] - (0.5 * rm_score + exact)) < 1e-4, metrics
+    assert metrics["rollout_engine"] == "trl"  # the CPU default
