@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from swiftkit import __version__
 from swiftkit.serve.errors import ERROR_STATUSES, install_handlers
 from swiftkit.serve.gate import Gate
-from swiftkit.serve.routes import admin, chat, completions, embeddings, responses, system, tokenization
+from swiftkit.serve.routes import admin, chat, completions, embeddings, playground, responses, system, tokenization
 from swiftkit.serve.state import ServerState
 
 __all__ = ["ServerState", "create_app"]
@@ -31,7 +31,7 @@ def create_app(state: ServerState) -> FastAPI:
     install_handlers(app)
     app.add_middleware(Gate, state=state)
     # Route order is the OpenAPI document's order.
-    for routes in (system, tokenization, chat, completions, embeddings, responses, admin):
+    for routes in (system, tokenization, chat, completions, embeddings, responses, admin, playground):
         routes.install(app, state)
     app.openapi = functools.partial(_openapi, app)
     return app

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hmac
 
-OPEN_PATHS = ("/health", "/metrics", "/version", "/docs", "/redoc", "/openapi.json")
+OPEN_PATHS = ("/health", "/metrics", "/version", "/docs", "/redoc", "/openapi.json", "/ui/")
 ADMIN_PATHS = ("/v1/admin/", "/v1/load_lora_adapter", "/v1/unload_lora_adapter")
 
 
 def needs_key(path: str) -> bool:
-    return not path.startswith(OPEN_PATHS)
+    """The playground's page (/ and /ui/) is open: it holds no data and sends the key its user types in."""
+    return not (path == "/" or path.startswith(OPEN_PATHS))
 
 
 def is_admin_path(path: str) -> bool:

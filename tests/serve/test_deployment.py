@@ -32,7 +32,7 @@ def deployment(toy_model: Path, adapters: dict[str, Path], tmp_path_factory):
     config = write_deployment(root / "deployment.yaml", [
         {"model": str(toy_model), "served_model_name": "toy-a", "adapter": [f"alpha={adapters['alpha']}"]},
         {"model": str(toy_model), "served_model_name": "toy-b", "max_num_seqs": 4},
-    ], dtype="float32", max_model_len=256, api_key=API_KEY)
+    ], dtype="float32", max_model_len=256, api_key=API_KEY, ui=False)
     server = start_server(["--config", str(config)], root / "server.log", timeout=240)
     yield server
     stop_server(server)
@@ -63,6 +63,7 @@ def test_models_answer_by_name(deployment):
     assert "toy-a, alpha, toy-b" in err.value.message
     health = httpx.get(deployment.url + "/health").json()
     assert health["status"] == "ok" and health["models"]["toy-b"]["ready"] == 1
+    assert httpx.get(deployment.url + "/", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 404  # ui: false
 
 
 def _pids(server) -> dict[str, int]:
