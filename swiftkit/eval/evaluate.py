@@ -19,6 +19,7 @@ from typing import Any
 from swiftkit.artifacts import ModelRef, artifact_writer, default_output, lineage
 from swiftkit.console import console, summary
 from swiftkit.errors import ArtifactError, SwiftkitError
+from swiftkit.eval import reward
 from swiftkit.eval.config import EvalConfig, parse_thresholds
 from swiftkit.eval.report import check_thresholds, print_table, scores_of, side_by_side, write_eval_artifact
 from swiftkit.eval.tasks import TaskPlan, plan_tasks
@@ -253,6 +254,8 @@ def _score(cfg: EvalConfig, plan: TaskPlan, manager, backend, chat: bool, cache:
 
 
 def _evaluate_one(cfg: EvalConfig, target: Target) -> dict[str, float]:
+    if reward.is_reward_model(target.ref):
+        return reward.evaluate(cfg, target.label, target.ref, target.output)
     tokenizer = _tokenizer(cfg, target)
     chat = _use_chat(cfg, tokenizer, target.label)
     end = _end_of_turn(tokenizer) if chat and tokenizer is not None else ""
@@ -312,6 +315,8 @@ def run(cfg: EvalConfig) -> list[Path]:
             "no --tasks given",
             f"e.g. --tasks toy_arithmetic,mmlu; offline tasks: {', '.join(known_offline())}",
         )
+    for target in targets:
+        reward.check_tasks(cfg, target.ref)
     # lm-eval warns about things swiftkit does on purpose (a pre-built model, --max-gen-toks);
     # its request progress bars (with ETA) stay, datasets' per-file ones go.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)

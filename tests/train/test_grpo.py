@@ -127,12 +127,20 @@ def test_grpo_data_without_prompts_fails_in_one_line(toy_model, tmp_path):
 def test_reward_model_artifact_as_a_grpo_reward_and_refused_as_a_generator(toy_model, sft_adapter, tmp_path):
     rm = tmp_path / "rm"
     run_cli("rm", "--model", sft_adapter, "--data", f"{toy_model}/task/dpo.jsonl#240", "--max-steps", "30", "--lr", "3e-3",
-            "--batch-size", "8", "--output", rm, check=True)
+            "--batch-size", "8", "--eval-data", f"{toy_model}/task/heldout_pref.jsonl", "--output", rm, check=True)
     proc = run_cli("export", "--model", rm, "--quant", "f16", "--output", tmp_path / "gguf", env=WIDE)
     assert_one_line_error(proc, "is a reward model")
     assert f"--reward rm:{rm}" in proc.stderr  # the hint says what to do with it
     # Serving it fails in the engine process; the message still says why.
     assert "is a reward model" in run_cli("smoke", "--model", rm, env=WIDE).stderr
+    # swiftkit eval reports its held-out pair accuracy, as the rm manifest recorded it on the same pairs.
+    held = toy_model / "task" / "heldout_pref.jsonl"
+    run_cli("eval", "--model", rm, "--tasks", "pair_accuracy", "--data", held, "--output", tmp_path / "eval-rm", check=True)
+    scored = manifest(tmp_path / "eval-rm")["metrics"]
+    assert scored["scores"]["pair_accuracy"] == manifest(rm)["metrics"]["pair_accuracy_after"] > 0.6, scored
+    assert scored["pairs"] == len(held.read_text().splitlines()), scored
+    wrong = run_cli("eval", "--model", rm, "--tasks", "toy_arithmetic", "--output", tmp_path / "e2", env=WIDE)
+    assert_one_line_error(wrong, "is a reward model: it is scored with --tasks pair_accuracy only")
     out = tmp_path / "grpo-rm"
     run_cli("grpo", "--model", sft_adapter, "--data", f"{toy_model}/task/sft.jsonl#64", "--eval-data", f"{toy_model}/task/heldout.jsonl#16",
             "--reward", f"rm:{rm}", "--reward", "exact_match", "--reward-weights", "0.5", "--reward-weights", "1",
