@@ -7,8 +7,9 @@ other route (the model list, admin, the playground) goes to the first replica, w
 the whole deployment. /health and /metrics are answered here, for every worker.
 
 A worker whose engine process dies fails its open requests with a 503 at once (EngineProcess sees the
-pipe close) and is restarted with back-off (1 s, doubling to 30 s, reset after a minute up), while
-requests for it get a 503 `worker_unavailable` and the other models keep serving.
+pipe close) and is restarted with back-off (1 s, doubling to 30 s, reset after a minute up). Meanwhile its
+engine is a stand-in that refuses work, so requests for the model still pass its Gate (a wrong key is a
+401, every request has its usage row) and then get a 503 `worker_unavailable`; the other models keep serving.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from swiftkit.console import console, summary
 from swiftkit.errors import SwiftkitError
 from swiftkit.serve.config import ServeConfig
-from swiftkit.serve.errors import error_body
+from swiftkit.serve.errors import Unavailable
 
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0
 
@@ -62,6 +63,43 @@ def model_configs(cfg: ServeConfig) -> list[tuple[str, int, ServeConfig]]:
                   "served_model_name": name, "engine_process": True}
         out.append((name, entry.replicas, ServeConfig.model_validate(values)))
     return out
+
+
+class EngineDown:
+    """A dead worker's engine until its restart: every request for it is a 503 at once."""
+
+    class Busy(Exception):
+        """Never raised (an engine's queue-full error, which callers catch): a down engine refuses with a 503."""
+
+    proc = None
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def _refuse(self):
+        raise Unavailable(f"the model `{self.model}` has no running worker (its engine process died and is "
+                          "restarting); retry shortly", code="worker_unavailable")
+
+    def open(self, *args, **kwargs):
+        self._refuse()
+
+    async def embed(self, batches):
+        self._refuse()
+
+    def abort(self, rid) -> None:
+        pass
+
+    def alive(self) -> bool:
+        return False
+
+    def queue_depth(self) -> int:
+        return 0
+
+    def num_running(self) -> int:
+        return 0
+
+    def stop(self) -> None:
+        pass
 
 
 @dataclass
@@ -106,13 +144,15 @@ class Deployment:
     def all_workers(self) -> list[Worker]:
         return [w for replicas in self.workers.values() for w in replicas]
 
-    def pick(self, name: str | None) -> tuple[Worker | None, str | None]:
-        """(the least-loaded live replica serving `name`, or None; the model's name, None for a name not served)."""
+    def pick(self, name: str | None) -> Worker:
+        """The least-loaded live replica of the model serving `name` (a down one if none is live: it answers
+        503); the first worker for any other request (the model list, admin, a 404 naming every model)."""
         model = self.owner.get(name) if name is not None else None
         if model is None:
-            return self.all_workers()[0], None  # its routes answer: the list, admin, or a 404 naming every model
-        live = [w for w in self.workers[model] if w.ready()]
-        return (min(live, key=Worker.load) if live else None), model
+            return self.all_workers()[0]
+        replicas = self.workers[model]
+        live = [w for w in replicas if w.ready()]
+        return min(live or replicas, key=Worker.load)
 
     # -- worker deaths and restarts (event loop) ---------------------------------------------------
     def watch(self, worker: Worker) -> None:
@@ -123,6 +163,8 @@ class Deployment:
     def _died(self, worker: Worker) -> None:
         code = worker.state.engine.proc.exitcode if worker.state.engine.proc is not None else None
         worker.last_error = f"engine process exited ({code})"
+        worker.state.engine.stop()
+        worker.state.engine = EngineDown(worker.model)
         self.up.labels(worker.model, str(worker.replica)).set(0)
         if self.draining:
             worker.status = "stopped"
@@ -209,12 +251,7 @@ class DeploymentApp:
             receive, name = await self._model_of_body(receive)
         elif path.startswith("/v1/models/"):
             name = path[len("/v1/models/"):]
-        worker, model = self.deployment.pick(name)
-        if worker is None:
-            return await _send_json(send, 503, error_body(
-                f"the model `{model}` has no running worker (restarting); retry shortly", "service_unavailable",
-                code="worker_unavailable"), [(b"retry-after", b"1")])
-        await worker.app(scope, receive, send)
+        await self.deployment.pick(name).app(scope, receive, send)
 
     async def _model_of_body(self, receive):
         """(a receive that replays the body, the body's `model` or None); a body over the size limit is not
@@ -265,11 +302,10 @@ class DeploymentApp:
                 return
 
 
-async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
+async def _send_json(send, status: int, body: dict) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *(headers or [])]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
     await send({"type": "http.response.body", "body": data})
 
 

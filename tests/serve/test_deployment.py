@@ -17,6 +17,7 @@ import yaml
 
 from tests.conftest import assert_one_line_error, run_cli
 from tests.serve.conftest import API_KEY, start_server, stop_server
+from tests.serve.test_tenancy import ADMIN_KEY, flush, new_key, usage_rows
 
 PROMPT = [5, 6, 7, 8, 9]
 
@@ -31,9 +32,11 @@ def deployment(toy_model: Path, adapters: dict[str, Path], tmp_path_factory):
     root = tmp_path_factory.mktemp("deployment")
     config = write_deployment(root / "deployment.yaml", [
         {"model": str(toy_model), "served_model_name": "toy-a", "adapter": [f"alpha={adapters['alpha']}"]},
-        {"model": str(toy_model), "served_model_name": "toy-b", "max_num_seqs": 4},
-    ], dtype="float32", max_model_len=256, api_key=API_KEY, ui=False)
+        {"model": str(toy_model), "served_model_name": "toy-b", "max_num_seqs": 4, "replicas": 2},
+    ], dtype="float32", max_model_len=256, api_key=API_KEY, admin_key=ADMIN_KEY, ui=False,
+       database=str(root / "swiftkit.db"))
     server = start_server(["--config", str(config)], root / "server.log", timeout=240)
+    server.database = str(root / "swiftkit.db")
     yield server
     stop_server(server)
 
@@ -62,8 +65,40 @@ def test_models_answer_by_name(deployment):
         greedy(client, "nope")
     assert "toy-a, alpha, toy-b" in err.value.message
     health = httpx.get(deployment.url + "/health").json()
-    assert health["status"] == "ok" and health["models"]["toy-b"]["ready"] == 1
+    assert health["status"] == "ok" and health["models"]["toy-b"]["ready"] == 2
     assert httpx.get(deployment.url + "/", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 404  # ui: false
+
+
+def test_replicas_get_least_loaded_routing(deployment):
+    """A burst of 8 requests for toy-b: each replica takes about half (all 8 on one would be [8, 0])."""
+    client = sdk(deployment)
+    burst = [threading.Thread(target=greedy, args=(client, "toy-b", 200)) for _ in range(8)]
+    for t in burst:
+        t.start()
+    snapshots = []
+    while any(t.is_alive() for t in burst):
+        workers = httpx.get(deployment.url + "/health").json()["models"]["toy-b"]["workers"]
+        snapshots.append([w["inflight"] for w in workers])
+        time.sleep(0.02)
+    for t in burst:
+        t.join()
+    peaks = [max(s[i] for s in snapshots) for i in range(2)]
+    assert min(peaks) >= 3, snapshots
+
+
+def test_tenant_key_allows_models_by_name(deployment):
+    secret, key_id = new_key(deployment.database, "--tenant", "team-b", "--allow-model", "toy-b")
+    client = sdk(deployment)
+    client.api_key = secret
+    assert [m.id for m in client.models.list().data] == ["toy-b"]
+    assert greedy(client, "toy-b", 3)
+    for other in ("toy-a", "alpha"):
+        with pytest.raises(openai.PermissionDeniedError):
+            greedy(client, other)
+    flush(deployment)
+    rows = usage_rows(deployment.database, key_id)
+    assert [(r["model"], r["status"], r["completion_tokens"]) for r in rows if r["endpoint"] == "/v1/completions"] == [
+        ("toy-b", 200, 3), ("toy-a", 403, 0), ("alpha", 403, 0)]
 
 
 def _pids(server) -> dict[str, int]:
