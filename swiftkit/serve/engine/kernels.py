@@ -165,7 +165,7 @@ if triton is not None:
     @triton.jit
     def _add_rms_norm_kernel(H, R, NEW_R, W, OUT, eps, stride, HAS_RESIDUAL: tl.constexpr, DIM: tl.constexpr,
                              BLOCK: tl.constexpr):
-        row = tl.program_id(0)
+        row = tl.program_id(0).to(tl.int64)  # row * stride passes 2**31 in a long prefill: int32 would wrap
         cols = tl.arange(0, BLOCK)
         mask = cols < DIM
         h = tl.load(H + row * stride + cols, mask=mask, other=0.0)
@@ -183,7 +183,7 @@ if triton is not None:
     def _rope_store_kernel(QKV, POS, SLOT, COS, SIN, Q, KC, VC, stride_t, stride_c, stride_q,
                            stride_ks, stride_kh, stride_kn, HEADS: tl.constexpr, KV_HEADS: tl.constexpr,
                            HALF: tl.constexpr):
-        t = tl.program_id(0)
+        t = tl.program_id(0).to(tl.int64)
         head = tl.program_id(1)
         pos = tl.load(POS + t)
         d = tl.arange(0, HALF)
@@ -276,7 +276,7 @@ if triton is not None:
 
     @triton.jit
     def _silu_mul_kernel(GU, OUT, stride_in, stride_out, half, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
+        row = tl.program_id(0).to(tl.int64)  # 64 x 2k prompt tokens x 2 x 8,960 columns is past 2**31
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < half
         gate = tl.load(GU + row * stride_in + cols, mask=mask, other=0.0).to(tl.float32)
