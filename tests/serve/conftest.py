@@ -128,6 +128,21 @@ def server(toy_model: Path, adapters: dict[str, Path], tmp_path_factory) -> Serv
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright (never Playwright's own browser download)."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium on PATH: `apt-get install chromium` to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install 'swiftkit[dev]')")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
 def client(server: Server):
     from openai import OpenAI
 

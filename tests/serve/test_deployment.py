@@ -33,7 +33,7 @@ def deployment(toy_model: Path, adapters: dict[str, Path], tmp_path_factory):
     config = write_deployment(root / "deployment.yaml", [
         {"model": str(toy_model), "served_model_name": "toy-a", "adapter": [f"alpha={adapters['alpha']}"]},
         {"model": str(toy_model), "served_model_name": "toy-b", "max_num_seqs": 4, "replicas": 2},
-    ], dtype="float32", max_model_len=256, api_key=API_KEY, admin_key=ADMIN_KEY, ui=False,
+    ], dtype="float32", max_model_len=256, api_key=API_KEY, admin_key=ADMIN_KEY,
        database=str(root / "swiftkit.db"))
     server = start_server(["--config", str(config)], root / "server.log", timeout=240)
     server.database = str(root / "swiftkit.db")
@@ -66,7 +66,6 @@ def test_models_answer_by_name(deployment):
     assert "toy-a, alpha, toy-b" in err.value.message
     health = httpx.get(deployment.url + "/health").json()
     assert health["status"] == "ok" and health["models"]["toy-b"]["ready"] == 2
-    assert httpx.get(deployment.url + "/", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 404  # ui: false
 
 
 def test_replicas_get_least_loaded_routing(deployment):
@@ -152,6 +151,34 @@ def test_killed_worker_fails_fast_and_comes_back(deployment):
         background.join()
     assert not failures, failures[:3]
     assert len(served) > 3
+
+
+@pytest.mark.browser
+def test_playground_switches_model_and_shows_usage(deployment, browser):
+    """The playground of a deployment, with the admin key: every model in the picker, a chat with two of
+    them, and the usage view reading the database."""
+    from tests.serve.test_playground import chat
+
+    page = browser.new_page()
+    page.goto(deployment.url + "/")
+    page.fill("#key", ADMIN_KEY)
+    page.dispatch_event("#key", "change")
+    page.wait_for_function("document.querySelectorAll('#model option').length === 3")
+    assert page.locator("#model option").all_text_contents() == ["toy-a", "alpha (adapter of toy-a)", "toy-b"]
+    page.fill("#max-tokens", "8")
+    page.fill("#extra", '{"ignore_eos": true}')
+    for model in ("toy-b", "toy-a"):
+        page.select_option("#model", model)
+        chat(page, "What is the larger of 3 and 5?")
+        assert "8 completion" in page.text_content("#stats")
+    assert page.locator(".msg.assistant .who").all_text_contents() == ["toy-b", "toy-a"]
+    page.click("#usage-toggle")
+    page.wait_for_function("document.querySelectorAll('#usage tbody tr').length > 0")
+    rows = [r.split("\t") for r in page.locator("#usage tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.cells].map(c => c.textContent).join('\\t'))")]
+    assert {r[2] for r in rows} >= {"toy-a", "toy-b"}, rows
+    assert page.text_content("#usage-error") == ""
+    page.close()
 
 
 @pytest.mark.parametrize(("models", "message"), [

@@ -3,14 +3,10 @@ server (the toy, adapters alpha and beta, an API key): the key field, streaming,
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import pytest
 
-from tests.serve.conftest import API_KEY
-
-CHROMIUM = shutil.which("chromium")
+from tests.serve.conftest import API_KEY, start_server, stop_server
 
 
 def test_page_and_assets_are_open(server):
@@ -21,15 +17,14 @@ def test_page_and_assets_are_open(server):
     assert httpx.get(server.url + "/v1/models").status_code == 401  # the API behind it is not
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH: `apt-get install chromium` to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install 'swiftkit[dev]')")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+def test_no_ui_turns_the_page_off(toy_model, tmp_path):
+    server = start_server(["--model", str(toy_model), "--no-ui", "--no-engine-process", "--max-model-len", "128"],
+                          tmp_path / "server.log")
+    try:
+        assert httpx.get(server.url + "/").status_code == 404
+        assert httpx.get(server.url + "/ui/app.js").status_code == 404
+    finally:
+        stop_server(server)
 
 
 def chat(page, text: str) -> str:
