@@ -31,7 +31,8 @@ def write_deployment(path: Path, models: list[dict], **top) -> Path:
 def deployment(toy_model: Path, adapters: dict[str, Path], tmp_path_factory):
     root = tmp_path_factory.mktemp("deployment")
     config = write_deployment(root / "deployment.yaml", [
-        {"model": str(toy_model), "served_model_name": "toy-a", "adapter": [f"alpha={adapters['alpha']}"]},
+        {"model": str(toy_model), "served_model_name": "toy-a", "adapter": [f"alpha={adapters['alpha']}"],
+         "max_model_len": 1024},  # room for a stream that is surely still running when its worker is killed
         {"model": str(toy_model), "served_model_name": "toy-b", "max_num_seqs": 4, "replicas": 2},
     ], dtype="float32", max_model_len=256, api_key=API_KEY, admin_key=ADMIN_KEY,
        database=str(root / "swiftkit.db"))
@@ -56,6 +57,7 @@ def test_models_answer_by_name(deployment):
     listed = {m.id: m for m in client.models.list().data}
     assert set(listed) == {"toy-a", "alpha", "toy-b"}
     assert listed["alpha"].parent == "toy-a" and listed["toy-b"].max_model_len == 256
+    assert listed["toy-a"].max_model_len == listed["alpha"].max_model_len == 1024  # an entry's own value wins
     a, b, alpha = greedy(client, "toy-a"), greedy(client, "toy-b"), greedy(client, "alpha")
     assert a == b  # the same weights under two names, in two engine processes
     assert alpha != a  # the adapter's random LoRA changes the output
@@ -109,7 +111,7 @@ def test_killed_worker_fails_fast_and_comes_back(deployment):
     client = sdk(deployment)
     victim = _pids(deployment)["toy-a"]
     # A long stream on toy-a is open when its engine process is killed: it ends with an error, at once.
-    stream = client.completions.create(model="toy-a", prompt=PROMPT, max_tokens=200, stream=True,
+    stream = client.completions.create(model="toy-a", prompt=PROMPT, max_tokens=1000, stream=True,
                                        extra_body={"ignore_eos": True})
     next(iter(stream))
     # Meanwhile toy-b serves without a single failure.
