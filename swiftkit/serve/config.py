@@ -61,7 +61,10 @@ class DeploymentModel(EngineConfig):
 
 
 class ServeConfig(EngineConfig):
-    model: str | None = Field(None, description="Model reference: artifact dir, HF model dir, .gguf file, or hub id.")
+    model: str | None = Field(
+        None, description="Model reference: artifact dir, HF model dir, .gguf file, or hub id (several models: "
+        "a `models:` list in --config, docs/serve.md).",
+    )
     models: list[DeploymentModel] = Field(
         default_factory=list, description="Several models behind one endpoint (YAML only, --config): each entry "
         "takes --model, --adapter, --device and the engine options, plus served_model_name and replicas.",
