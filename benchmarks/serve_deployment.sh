@@ -2,7 +2,8 @@
 # Routing overhead of a deployment (docs/serve.md, "Several models"): tok/s of `swiftkit bench serve`
 # through a two-model endpoint (toy-a, toy-b: the same toy, each its own engine process) against a
 # direct single-model server of the same toy, in the same run, rounds interleaved (direct, deployment, ...).
-# The toy decodes fast, so routing's share of each token is the largest any model shows.
+# The toy decodes fast, so routing's share of each token is the largest any model shows. Also the CPU the
+# HTTP process (the server's own, not its engine processes) spends per request, which the box's noise moves less.
 #   benchmarks/serve_deployment.sh [TOY_DIR] [ROUNDS]
 set -euo pipefail
 export OMP_NUM_THREADS=1
@@ -29,18 +30,30 @@ for port in 8411 8412; do
   until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 1; done
 done
 BENCH="serve --model toy-a --endpoint completions --concurrency 8 --requests 64 --max-tokens 64"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for round in $(seq "$ROUNDS"); do
   for port in 8411 8412; do
+    pid=$([ $port = 8411 ] && echo $DIRECT || echo $DEPLOY)
+    before=$(cpu_ticks $pid)
     $PY -m swiftkit bench $BENCH --url "http://127.0.0.1:$port" --output "$WORK/r$round-$port.json" >/dev/null
+    echo $(( $(cpu_ticks $pid) - before )) > "$WORK/cpu$round-$port"
   done
 done
 $PY - "$WORK" "$ROUNDS" <<'PY'
 import json, statistics, sys
 work, rounds = sys.argv[1], int(sys.argv[2])
+import os
 def tps(port): return [json.load(open(f"{work}/r{r}-{port}.json"))["output_tok_s"] for r in range(1, rounds + 1)]
-direct, deploy = tps(8411), tps(8412)
-print("| endpoint | tok/s per round | median |\n|---|---|---|")
-print(f"| direct single-model server | {', '.join(f'{x:.0f}' for x in direct)} | {statistics.median(direct):.0f} |")
-print(f"| two-model deployment (toy-a) | {', '.join(f'{x:.0f}' for x in deploy)} | {statistics.median(deploy):.0f} |")
-print(f"ratio deployment / direct (medians): {statistics.median(deploy) / statistics.median(direct):.3f}")
+def cpu_ms(port):  # HTTP-process CPU per request: clock ticks / 64 requests
+    hz = os.sysconf("SC_CLK_TCK")
+    return [1000 * int(open(f"{work}/cpu{r}-{port}").read()) / hz / 64 for r in range(1, rounds + 1)]
+rows = {"direct single-model server": 8411, "two-model deployment (toy-a)": 8412}
+print("| endpoint | tok/s per round | median tok/s | HTTP-process CPU ms / request per round | median |")
+print("|---|---|---|---|---|")
+for name, port in rows.items():
+    t, c = tps(port), cpu_ms(port)
+    print(f"| {name} | {', '.join(f'{x:.0f}' for x in t)} | {statistics.median(t):.0f} | "
+          f"{', '.join(f'{x:.1f}' for x in c)} | {statistics.median(c):.1f} |")
+print(f"ratio deployment / direct (median tok/s): {statistics.median(tps(8412)) / statistics.median(tps(8411)):.3f}")
+print(f"ratio deployment / direct (median CPU per request): {statistics.median(cpu_ms(8412)) / statistics.median(cpu_ms(8411)):.3f}")
 PY
