@@ -200,3 +200,27 @@ def test_config_errors_are_one_line(toy_model, tmp_path, models, message):
 def test_keys_list_stdout_has_no_leading_blank_line(tmp_path):
     proc = run_cli("keys", "list", "--database", str(tmp_path / "k.db"), "--format", "json", check=True, timeout=120)
     assert proc.stdout == "[]\n"
+
+
+def test_sigterm_drains_every_worker(toy_model, tmp_path):
+    """What a load balancer relies on: on SIGTERM /health turns 503 at once, running streams finish, exit 0."""
+    config = write_deployment(tmp_path / "d.yaml", [
+        {"model": str(toy_model), "served_model_name": "one"}, {"model": str(toy_model), "served_model_name": "two"},
+    ], dtype="float32", max_model_len=1024, ui=False)
+    server = start_server(["--config", str(config)], tmp_path / "server.log", timeout=240)
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=60)
+        streams = [client.completions.create(model=m, prompt=PROMPT, max_tokens=1000, stream=True,
+                                             extra_body={"ignore_eos": True}) for m in ("one", "two")]
+        firsts = [next(iter(s)) for s in streams]
+        server.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while httpx.get(server.url + "/health").status_code != 503:
+            assert time.monotonic() < deadline
+        assert httpx.get(server.url + "/health").json()["status"] == "draining"
+        for first, stream in zip(firsts, streams, strict=True):
+            chunks = [first, *stream]
+            assert chunks[-1].choices[0].finish_reason == "length"
+        assert server.proc.wait(timeout=60) == 0
+    finally:
+        stop_server(server)
