@@ -157,6 +157,7 @@ class Deployment:
     # -- worker deaths and restarts (event loop) ---------------------------------------------------
     def watch(self, worker: Worker) -> None:
         worker.state.engine.on_death = lambda: self._died(worker)
+        worker.state.engine.after_death = f"the worker of `{worker.model}` is being restarted; retry shortly"
         worker.status, worker.up_since = "ready", time.monotonic()
         self.up.labels(worker.model, str(worker.replica)).set(1)
 

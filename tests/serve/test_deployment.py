@@ -130,9 +130,10 @@ def test_killed_worker_fails_fast_and_comes_back(deployment):
     try:
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        with pytest.raises(openai.APIError):
+        with pytest.raises(openai.APIError) as died:
             for _ in stream:
                 pass
+        assert "being restarted" in str(died.value)
         assert time.monotonic() - killed < 5
         # While it restarts: fast, OpenAI-shaped 503s for toy-a and its adapter, reported in /health and /metrics.
         r = httpx.post(deployment.base_url + "/completions", json={"model": "alpha", "prompt": PROMPT, "max_tokens": 2},

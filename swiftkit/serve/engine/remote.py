@@ -117,6 +117,8 @@ class EngineProcess:
         self.capacity = max_num_seqs + max_queue
         self.on_step = on_step
         self.on_death: Callable[[], None] | None = None  # called on the event loop when the child dies
+        # What open requests are told after the child's death: a deployment restarts its workers instead.
+        self.after_death = "the server is shutting down"
         self.dead = False
         self._ids = itertools.count()
         self._sinks: dict[str, Any] = {}
@@ -194,8 +196,7 @@ class EngineProcess:
             return
         self.dead = True
         code = self.proc.exitcode if self.proc is not None else None
-        error = Unavailable(f"the engine process died (exit code {code}); the server is shutting down",
-                            code="engine_dead")
+        error = Unavailable(f"the engine process died (exit code {code}); {self.after_death}", code="engine_dead")
         for sink in self._sinks.values():
             sink(error)
         self._sinks.clear()
