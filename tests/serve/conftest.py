@@ -127,9 +127,12 @@ def server(toy_model: Path, adapters: dict[str, Path], tmp_path_factory) -> Serv
     stop_server(srv)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium driven by Playwright (never Playwright's own browser download)."""
+    """Debian's chromium driven by Playwright (never Playwright's own browser download).
+
+    Module-scoped: Playwright's sync API keeps an event loop running on the main thread while it is open, and
+    every later test that calls asyncio.run (the serve hardening and streaming tests) would fail under it."""
     import shutil
 
     chromium = shutil.which("chromium")
