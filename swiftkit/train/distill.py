@@ -45,7 +45,7 @@ def _train(cfg: DistillConfig) -> None:
     from trl import DistillationConfig, DistillationTrainer
 
     from swiftkit.loading import load_model, serving_info
-    from swiftkit.train.rollouts import EngineRollouts
+    from swiftkit.train.rollouts import EngineRollouts, prompt_ids
 
     common.quiet_workers()
     resume_from = common.last_checkpoint(partial_dir(cfg.output)) if cfg.resume else None
@@ -70,7 +70,7 @@ def _train(cfg: DistillConfig) -> None:
         seqs = max(1, min(len(eval_rows), 64))
         student_gen = EngineRollouts(trainer.model, tokenizer, [tokenizer.eos_token_id], seqs, length, cfg.method == "full", cfg.seed)
         teacher_gen = EngineRollouts(teacher, tokenizer, [tokenizer.eos_token_id], seqs, length, True, cfg.seed)
-        prompts = _prompt_ids(tokenizer, eval_rows)
+        prompts = prompt_ids(tokenizer, eval_rows)
         teacher_answers = _answers(teacher_gen, tokenizer, prompts, cfg) if prompts else []
         teacher_scores = _scores(teacher_answers, teacher_answers, eval_rows)
         run = common.train_measured(
@@ -118,14 +118,6 @@ def _check_vocabulary(tokenizer, tref, cfg: DistillConfig) -> None:
             f"--teacher {cfg.teacher} has another vocabulary than --model {cfg.model}",
             "distillation compares next-token distributions token by token: use a teacher of the same tokenizer",
         )
-
-
-def _prompt_ids(tokenizer, rows: list[dict]) -> list[list[int]]:
-    out = []
-    for row in rows:
-        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
-        out.append(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    return out
 
 
 def _answers(generator, tokenizer, prompts: list[list[int]], cfg: DistillConfig) -> list[str]:

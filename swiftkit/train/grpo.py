@@ -164,9 +164,9 @@ def held_out_rewards(
     """Greedy answers to the held-out prompts, scored by every reward (and their weighted sum)."""
     if not rows:
         return {}
-    prompts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True) for r in rows]
-    prompts = [p["input_ids"] if hasattr(p, "keys") else p for p in prompts]
-    outputs = rollouts.generate(prompts, cfg.max_completion_length, 1.0, greedy=True)
+    from swiftkit.train.rollouts import prompt_ids
+
+    outputs = rollouts.generate(prompt_ids(tokenizer, rows), cfg.max_completion_length, 1.0, greedy=True)
     completions = [[{"role": "assistant", "content": tokenizer.decode(o, skip_special_tokens=True)}] for o in outputs]
     columns = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"}
     weights = cfg.reward_weights or [1.0] * len(funcs)

@@ -78,3 +78,12 @@ class _eval_mode:
 
     def __exit__(self, *exc) -> None:
         self.model.train(self.was_training)
+
+
+def prompt_ids(tokenizer, rows: list[dict]) -> list[list[int]]:
+    """Each row's chat prompt as token ids, ready for a generation turn (held-out measures of grpo and distill)."""
+    out = []
+    for row in rows:
+        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+        out.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    return out
