@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from swiftkit.artifacts import partial_dir
 from swiftkit.data.dataset import load_training_data
+from swiftkit.train.callbacks import CHECKPOINT_COMPLETE
 from tests.conftest import ROOT, WIDE, assert_one_line_error, run_cli
 from tests.train.conftest import manifest
 
@@ -54,7 +55,7 @@ def checkpoints(out: Path) -> list[Path]:
 def cut_off(folder: Path) -> None:
     """What a kill or a full disk in the middle of `Trainer._save_checkpoint` leaves: the weights, half
     the optimizer, no scheduler / RNG / trainer state (written last)."""
-    for name in ("trainer_state.json", "rng_state.pth", "scheduler.pt", "swiftkit-checkpoint-complete"):
+    for name in ("trainer_state.json", "rng_state.pth", "scheduler.pt", CHECKPOINT_COMPLETE):
         (folder / name).unlink(missing_ok=True)
     optimizer = folder / "optimizer.pt"
     if optimizer.is_file():
@@ -73,7 +74,9 @@ def interrupted(toy_model, tmp_path_factory) -> Path:
     """The partial dir of a run SIGKILLed after its second checkpoint (copied by each test that resumes)."""
     out = tmp_path_factory.mktemp("hardening") / "killed"
     proc = start_sft(sft_args(toy_model, out))
-    second = partial_dir(out) / "checkpoints" / f"checkpoint-{2 * SAVE}" / "trainer_state.json"
+    # The marker is written after trainer_state.json: waiting for the state alone raced the marker, and a kill
+    # between the two left the second save incomplete (resume then drops it; a CI failure at 406561c).
+    second = partial_dir(out) / "checkpoints" / f"checkpoint-{2 * SAVE}" / CHECKPOINT_COMPLETE
     wait_for(second, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
