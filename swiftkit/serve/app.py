@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from swiftkit import __version__
 from swiftkit.serve.errors import ERROR_STATUSES, install_handlers
 from swiftkit.serve.gate import Gate
-from swiftkit.serve.routes import admin, chat, completions, embeddings, playground, responses, system, tokenization
+from swiftkit.serve.routes import adapters, admin, chat, completions, embeddings, playground, responses, system, tokenization
 from swiftkit.serve.state import ServerState
 
 __all__ = ["ServerState", "create_app"]
@@ -23,7 +23,11 @@ def create_app(state: ServerState) -> FastAPI:
         attach = getattr(state.engine, "attach", None)
         if attach is not None:  # the engine process: its messages are read into this loop from now on
             attach(asyncio.get_running_loop())
+        runtime = state.adapters
+        watcher = asyncio.create_task(runtime.watch_forever()) if runtime is not None and runtime.watch else None
         yield
+        if watcher is not None:
+            watcher.cancel()
 
     app = FastAPI(title="swiftkit serve", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API over swiftkit's continuous-batching engine.")
@@ -31,7 +35,7 @@ def create_app(state: ServerState) -> FastAPI:
     install_handlers(app)
     app.add_middleware(Gate, state=state)
     # Route order is the OpenAPI document's order.
-    for routes in (system, tokenization, chat, completions, embeddings, responses, admin, playground):
+    for routes in (system, tokenization, chat, completions, embeddings, responses, admin, adapters, playground):
         routes.install(app, state)
     app.openapi = functools.partial(_openapi, app)
     return app

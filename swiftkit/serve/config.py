@@ -71,6 +71,14 @@ class ServeConfig(EngineConfig):
         json_schema_extra={"yaml_only": True},
     )
     ui: bool = Field(True, description="Serve the web playground at / (--no-ui: off).")
+    adapter_dir: list[str] = Field(
+        default_factory=list, description="A directory LoRA adapters may be loaded from at run time "
+        "(POST /v1/load_lora_adapter with the admin key; repeatable); paths outside every such directory are refused.",
+    )
+    watch_adapters: bool = Field(
+        False, description="Serve each adapter folder inside the --adapter-dir directories under its folder name: "
+        "new folders are loaded and removed ones unloaded while the server runs.",
+    )
     served_model_name: str | None = Field(None, description="Name clients use for the base model (default: the model reference).")
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
@@ -127,6 +135,11 @@ class ServeConfig(EngineConfig):
             raise ValueError("give either --model or a `models:` list in --config, not both")
         if not self.models and not self.model:
             raise ValueError("--model is required (or a `models:` list in --config)")
+        if self.adapter_dir and (self.models or self.engine == "vllm"):
+            raise ValueError("--adapter-dir (adapters loaded at run time) needs a single model on the built-in engine "
+                             "(not a `models:` list, not --engine vllm)")
+        if self.watch_adapters and not self.adapter_dir:
+            raise ValueError("--watch-adapters watches the --adapter-dir directories: give at least one")
         return self
 
 

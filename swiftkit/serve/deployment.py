@@ -37,7 +37,7 @@ def model_configs(cfg: ServeConfig) -> list[tuple[str, int, ServeConfig]]:
     An entry's fields override the top-level ones (server-wide options and engine defaults).
     """
     from swiftkit.resolve import resolve_model_ref
-    from swiftkit.serve.model import _adapter_dir, parse_adapters
+    from swiftkit.serve.model import adapter_path, parse_adapters
 
     server_wide = cfg.model_dump(exclude={"models"})
     seen: dict[str, str] = {}
@@ -51,7 +51,7 @@ def model_configs(cfg: ServeConfig) -> list[tuple[str, int, ServeConfig]]:
             ref = resolve_model_ref(entry.model)
             adapters = parse_adapters(entry.adapter)
             for adapter, aref in adapters.items():
-                _adapter_dir(adapter, aref, ref)
+                adapter_path(adapter, aref, ref)
         except SwiftkitError as exc:
             raise SwiftkitError(f"{where}: {exc.message}", exc.hint) from None
         for served in (name, *adapters):

@@ -253,9 +253,10 @@ class PreparedChat:
 
 
 async def plan_chat(state, body: ChatCompletionRequest, default_max: int | None = None) -> ChatPlan:
-    adapter = state.adapter_for(body.model)
+    state.adapter_for(body.model)  # an unknown model fails before any work
     check_limits(body, state.limits)
     prep = await state.offload(prepare_chat, state, body, default_max)
+    adapter = state.adapter_for(body.model)  # again: an adapter may have been unloaded meanwhile (serve/adapters.py)
     run = ChoiceRun(state.engine, prep.prompt_ids, prep.params, adapter, prep.matchers)
     return ChatPlan(run, prep.prompt_ids, prep.tools_format, prep.forced_tool, body.logprobs, body.skip_special_tokens)
 

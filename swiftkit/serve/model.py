@@ -58,6 +58,8 @@ class ServedModel:
         return self.max_model_len * longest * 4
 
     def build_engine(self, cfg: EngineConfig, engine_cls=None, on_step=None):
+        """The engine over these weights; with --adapter-dir (adapters may be loaded later) it runs PEFT's
+        mixed-adapter forward from the start, as with --adapter."""
         from swiftkit.serve.engine.engine import AsyncEngine, EngineOptions
 
         options = EngineOptions(max_num_seqs=cfg.max_num_seqs, max_model_len=self.max_model_len,
@@ -66,7 +68,8 @@ class ServedModel:
                                 kv_cache_memory=cfg.kv_cache_memory, prefix_caching=cfg.enable_prefix_caching,
                                 speculative_tokens=cfg.speculative_ngram)
         return (engine_cls or AsyncEngine)(self.model, self.tokenizer, self.eos_ids, options,
-                                           multi_adapter=bool(self.adapters), on_step=on_step)
+                                           multi_adapter=bool(self.adapters or getattr(cfg, "adapter_dir", None)),
+                                           on_step=on_step)
 
 
 def parse_adapters(specs: list[str]) -> dict[str, str]:
@@ -81,17 +84,19 @@ def parse_adapters(specs: list[str]) -> dict[str, str]:
     return adapters
 
 
-def _adapter_dir(name: str, ref: str, base: ModelRef) -> Path:
-    """An adapter served beside the base must apply directly to it (no chain of its own)."""
+def adapter_path(name: str, ref: str, base: ModelRef, label: str | None = None) -> Path:
+    """An adapter served beside the base must apply directly to it (no chain of its own). `label`: how
+    errors name it (default `--adapter NAME=REF`)."""
+    label = label or f"--adapter {name}={ref}"
     path = Path(ref).expanduser()
     if path.is_dir() and read_manifest(path) is None and (path / "adapter_config.json").is_file():
         return path.resolve()  # a plain PEFT directory: trusted to match the base
     aref = resolve_model_ref(ref)
     if aref.kind != "adapter":
-        raise ArtifactError(f"--adapter {name}={ref} is not an adapter", "give a LoRA adapter artifact or PEFT directory")
+        raise ArtifactError(f"{label} is not an adapter", "give a LoRA adapter artifact or PEFT directory")
     if aref.adapters != [aref.path] or aref.base_path != base.path or base.adapters:
         raise ArtifactError(
-            f"--adapter {name}={ref} does not apply directly to the served model {base.path}",
+            f"{label} does not apply directly to the served model {base.path}",
             "serve its own base with --model, or `swiftkit merge` its adapter chain first",
         )
     return aref.path
@@ -123,7 +128,7 @@ def load_served_model(cfg: EngineConfig, name: str | None = None, weights: bool 
         except OSError:
             generation = None
         model = None
-    adapter_dirs = {n: _adapter_dir(n, r, mref) for n, r in adapters.items()}
+    adapter_dirs = {n: adapter_path(n, r, mref) for n, r in adapters.items()}
     if adapter_dirs and weights:
         from peft import PeftModel
 

@@ -345,6 +345,26 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class LoadLoraAdapterRequest(RequestBody):
+    """vLLM's /v1/load_lora_adapter body."""
+
+    lora_name: str
+    lora_path: str
+
+
+class UnloadLoraAdapterRequest(RequestBody):
+    lora_name: str
+    lora_int_id: int | None = None  # vLLM's field; names identify adapters here
+
+
+class LoraAdapterStatus(BaseModel):
+    object: Literal["lora_adapter"] = "lora_adapter"
+    id: str
+    status: Literal["loaded", "unloaded"]
+    root: str | None = None
+    parent: str | None = None
+
+
 class TokenizeRequest(RequestBody):
     model: str | None = None
     prompt: str | None = None

@@ -25,6 +25,11 @@ def build_state(cfg: ServeConfig):
     metrics = Metrics()
     hooks = guards(cfg)  # a bad --guard or --allow-ip fails before the model loads
     networks = allowed_networks(cfg.allow_ip)
+    runtime = None
+    if cfg.adapter_dir:  # a missing --adapter-dir fails before the model loads
+        from swiftkit.serve.adapters import RuntimeAdapters
+
+        runtime = RuntimeAdapters.from_dirs(cfg.adapter_dir, cfg.watch_adapters)
     name = cfg.served_model_name or cfg.model
     if cfg.engine == "vllm":
         from swiftkit.serve.engine.vllm import VLLMEngine, require_vllm
@@ -46,7 +51,7 @@ def build_state(cfg: ServeConfig):
         served = load_served_model(cfg, name=name)
         engine = served.build_engine(cfg, on_step=metrics.on_step)
         engine.embedder = embedder = load_embedder(cfg.embedding_model, served)
-    return ServerState(
+    state = ServerState(
         served=served, engine=engine, metrics=metrics,
         grammar=GrammarFactory(served.tokenizer, served.vocab_size, served.eos_ids),
         tool_format=tool_parser_for(served.chat_template, cfg.tool_parser), limits=cfg,
@@ -54,6 +59,9 @@ def build_state(cfg: ServeConfig):
         guards=hooks, allowed_networks=networks,
         pool=ThreadPoolExecutor(cfg.tokenizer_threads, thread_name_prefix="swiftkit-prep"),
     )
+    if runtime is not None:
+        runtime.state, state.adapters = state, runtime
+    return state
 
 
 def allowed_networks(specs: list[str]) -> list:
@@ -160,6 +168,8 @@ def run(cfg: ServeConfig) -> None:
         state.engine.on_death = engine_died
     summary("swiftkit serve", [
         ("model", state.served.name), ("adapters", ", ".join(state.served.adapters) or "none"),
+        *([("adapters at run time", ", ".join(map(str, state.adapters.roots)) + (" (watched)" if state.adapters.watch else ""))]
+          if state.adapters is not None else []),
         ("context", state.served.max_model_len), ("max batch", cfg.max_num_seqs),
         ("url", f"http://{cfg.host}:{cfg.port}/v1"), ("auth", _auth_summary(cfg)),
     ])

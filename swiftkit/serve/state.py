@@ -30,6 +30,7 @@ class ServerState:
     allowed_networks: list = field(default_factory=list)  # --allow-ip, as ipaddress networks
     embedder: Any = None  # callable(list[list[int]]) -> list[list[float]], run on the engine thread
     deployment: Any = None  # serve.deployment.Deployment when this model is one of several behind one endpoint
+    adapters: Any = None  # serve.adapters.RuntimeAdapters with --adapter-dir: adapters loaded at run time
     draining: bool = False
     inflight: int = 0
     # Tokenizing, chat templates and grammar compilation take seconds on big inputs: they run here,

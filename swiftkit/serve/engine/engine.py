@@ -68,7 +68,7 @@ class Engine:
         self._backend = tokenizer.backend_tokenizer
         self._hidden = hidden_token_ids(tokenizer)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._calls: collections.deque = collections.deque()  # (fn, future) waiting for their turn
+        self._calls: collections.deque = collections.deque()  # (fn, future, when) waiting for their turn
         self._calls_after = 0.0  # while sequences run, no call before this time (_run_call)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,12 +100,21 @@ class Engine:
         self._inbox.put(("add", req))
         self._wake.set()
 
-    def call(self, fn: Callable[[], object]) -> concurrent.futures.Future:
-        """Run `fn` on the engine thread between steps (other model uses, e.g. embeddings, never race a step)."""
+    def call(self, fn: Callable[[], object], when: Callable[[], bool] | None = None) -> concurrent.futures.Future:
+        """Run `fn` on the engine thread between steps (other model uses, e.g. embeddings, never race a step);
+        with `when`, not before that holds (checked on the engine thread; later calls do not wait for it)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._inbox.put(("call", (fn, future)))
+        self._inbox.put(("call", (fn, future, when)))
         self._wake.set()
         return future
+
+    def adapter_call(self, op: str, name: str, path: str | None = None) -> concurrent.futures.Future:
+        """Load (`op` "load", from `path`) or unload a LoRA at run time. An unload waits until no queued or
+        running request uses the adapter: in-flight requests finish on it first."""
+        if op == "load":
+            return self.call(lambda: self.runner.load_adapter(name, path))
+        return self.call(lambda: self.runner.unload_adapter(name),
+                         when=lambda: not any(r.adapter == name for r in (*self.scheduler.running, *self.scheduler.waiting)))
 
     def abort(self, req: Request) -> None:
         self._inbox.put(("abort", req))
@@ -196,6 +205,13 @@ class Engine:
             except queue.Empty:
                 break
             if kind == "add":
+                if req.adapter is not None and req.adapter not in getattr(self.runner, "adapters", ()):
+                    # Unloaded between the server's check and here: end it alone (PEFT would fail the whole batch).
+                    req.status = Status.FINISHED
+                    self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",
+                                                  stop_reason=f"the adapter {req.adapter} is not loaded",
+                                                  prompt_tokens=len(req.prompt_ids)))
+                    continue
                 self.scheduler.waiting.append(req)
             elif kind == "call":
                 self._calls.append(req)
@@ -214,7 +230,11 @@ class Engine:
         request halves the streams' speed at worst instead of stopping them."""
         if not self._calls or (self.scheduler.has_work and time.monotonic() < self._calls_after):
             return
-        fn, future = self._calls.popleft()
+        ready = next((c for c in self._calls if c[2] is None or c[2]()), None)
+        if ready is None:
+            return
+        self._calls.remove(ready)
+        fn, future, _ = ready
         started = time.monotonic()
         try:
             future.set_result(fn())
@@ -450,6 +470,9 @@ class AsyncEngine(Engine):
     async def embed(self, batches: list[list[int]]) -> list[list[float]]:
         """Embeddings from `self.embedder` (set by the server), computed on the engine thread."""
         return await asyncio.wrap_future(self.call(lambda: self.embedder(batches)))
+
+    async def change_adapter(self, op: str, name: str, path: str | None = None) -> None:
+        await asyncio.wrap_future(self.adapter_call(op, name, path))
 
     def open(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
              matcher=None) -> RequestStream:

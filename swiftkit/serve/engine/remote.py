@@ -94,14 +94,18 @@ def _child_main(cfg_json: str, inbox, outbox) -> None:
             req = requests.get(msg[1])
             if req is not None:
                 engine.abort(req)
-        elif kind == "embed":
-            _, call_id, batches = msg
+        elif kind in ("embed", "adapter"):
+            call_id, args = msg[1], msg[2:]
 
             def done(future, call_id=call_id) -> None:
                 error = future.exception()
-                send(("embedded", call_id, None if error else future.result(), repr(error) if error else None))
+                send(("result", call_id, None if error else future.result(), repr(error) if error else None))
 
-            engine.call(lambda batches=batches: embedder(batches)).add_done_callback(done)
+            if kind == "embed":
+                future = engine.call(lambda batches=args[0]: embedder(batches))
+            else:
+                future = engine.adapter_call(*args)
+            future.add_done_callback(done)
         elif kind == "stop":
             break
     engine.stop()
@@ -230,11 +234,18 @@ class EngineProcess:
             self._outbox.put(("abort", rid))
 
     async def embed(self, batches: list[list[int]]) -> list[list[float]]:
+        return await self._call("embed", batches)
+
+    async def change_adapter(self, op: str, name: str, path: str | None = None) -> None:
+        await self._call("adapter", op, name, path)
+
+    async def _call(self, kind: str, *args):
+        """A call on the engine thread of the child (Engine.call), answered by a "result" message."""
         self._check_alive()
         call_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._calls[call_id] = future
-        self._outbox.put(("embed", call_id, batches))
+        self._outbox.put((kind, call_id, *args))
         return await future
 
     def queue_depth(self) -> int:
@@ -256,14 +267,14 @@ class EngineProcess:
             self._report(running, waiting)
         elif kind == "stats":
             self._report(msg[1], msg[2])
-        elif kind == "embedded":
-            _, call_id, vectors, error = msg
+        elif kind == "result":
+            _, call_id, value, error = msg
             future = self._calls.pop(call_id, None)
             if future is not None and not future.done():
                 if error:
                     future.set_exception(RuntimeError(error))
                 else:
-                    future.set_result(vectors)
+                    future.set_result(value)
 
     def _report(self, running: int, waiting: int) -> None:
         self._running, self._waiting = running, waiting

@@ -32,7 +32,7 @@ def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto",
 
     reason = "--engine plain"
     if engine in ("auto", "fast"):
-        reason = "several LoRA adapters in one batch (PEFT's mixed-adapter forward)" if multi_adapter else unsupported_reason(model)
+        reason = "LoRA adapters in the batch (PEFT's mixed-adapter forward)" if multi_adapter else unsupported_reason(model)
         if reason is None:
             device = next(model.parameters()).device
             if kv_cache == "paged" or (kv_cache == "auto" and device.type != "cuda"):
@@ -84,12 +84,31 @@ class ModelRunner:
         self.max_model_len = max_model_len
         # Left padding from a batched prefill stays in a row, so a row may need up to twice the context.
         self.kv = SlotKVCache(num_slots, 2 * max_model_len)
-        self.multi_adapter = multi_adapter
+        self.adapters = set(getattr(model, "peft_config", {})) if multi_adapter else set()  # the loaded LoRA names
         self._neg = torch.finfo(self.dtype).min
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """A LoRA loaded at run time (the server's /v1/load_lora_adapter); on the engine thread, between steps."""
+        from peft import PeftModel
+
+        if self.adapters:
+            self.model.load_adapter(path, adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+        self.model.eval()
+        self.adapters.add(name)
+
+    def unload_adapter(self, name: str) -> None:
+        if self.adapters == {name}:
+            # PEFT cannot run a PeftModel left without adapters: the last one goes back to the plain base.
+            self.model = self.model.unload()
+        else:
+            self.model.delete_adapter(name)
+        self.adapters.discard(name)
 
     def _forward(self, requests: Sequence[Request], ids, positions, mask, keep: int) -> torch.Tensor:
         extra = {}
-        if self.multi_adapter:
+        if self.adapters:
             # PEFT routes each row through its own LoRA (mixed-adapter batch); rows with no adapter use the base.
             extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in requests]
         out = self.model(

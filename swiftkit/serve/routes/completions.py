@@ -68,11 +68,12 @@ def _prepare_completion(state: ServerState, body: CompletionRequest) -> tuple[li
 
 async def completion_handler(state: ServerState, body: CompletionRequest, request: Request):
     served = state.served
-    adapter = state.adapter_for(body.model)
+    state.adapter_for(body.model)  # an unknown model fails before any work
     if body.suffix:
         raise BadRequest("suffix is not supported", param="suffix")
     check_limits(body, state.limits)
     prompts, all_params = await state.offload(_prepare_completion, state, body)
+    adapter = state.adapter_for(body.model)  # again: an adapter may have been unloaded meanwhile (serve/adapters.py)
     runs: list[ChoiceRun] = []
     want_lp = body.logprobs
     try:
