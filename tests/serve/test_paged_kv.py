@@ -269,3 +269,166 @@ def test_a_failed_step_ends_every_running_request_and_frees_the_pool(toy):
         assert done.get(timeout=60).finish_reason == "length"
     finally:
         eng.stop()
+
+
+# -- chunked prefill (--max-prefill-chunk): a prompt enters over several steps, between the running rows' decodes --
+def with_long_prompts(toy):
+    """The toy prompts plus two of about 210 tokens; `run` submits them late, while others decode."""
+    model, tokenizer, prompts = toy
+    return model, tokenizer, [*prompts, prompts[0] + prompts[1], prompts[4] + prompts[2]]
+
+
+def test_chunked_prefill_greedy_logprobs_and_prompt_logprobs_equal_plain(toy):
+    long_toy = with_long_prompts(toy)
+    params = greedy(len(long_toy[2]))
+    params[-1].prompt_logprobs = 3  # a long prompt's prompt logprobs come from many chunks
+    eng, chunked = run(long_toy, params, max_prefill_chunk=24)  # not a multiple of the block size
+    _, plain = run(long_toy, params, engine="plain")
+    assert [r.output_ids for r in chunked] == [r.output_ids for r in plain]
+    blocks = eng.runner.blocks
+    assert blocks.hit_tokens > 0.2 * blocks.queried_tokens
+    for a, b in zip(chunked, plain, strict=True):
+        for x, y in zip(a.logprob_list, b.logprob_list, strict=True):
+            assert (x.token_id, [t for t, _ in x.top]) == (y.token_id, [t for t, _ in y.top])
+            assert x.logprob == pytest.approx(y.logprob, abs=1e-4)
+        assert (a.prompt_lp is None) == (b.prompt_lp is None)
+        if a.prompt_lp:
+            assert len(a.prompt_lp) == len(a.prompt_ids) and a.prompt_lp[0] is None
+            assert [e.token_id for e in a.prompt_lp[1:]] == a.prompt_ids[1:]
+            assert [e.logprob for e in a.prompt_lp[1:]] == pytest.approx([e.logprob for e in b.prompt_lp[1:]], abs=1e-4)
+            assert [[t for t, _ in e.top] for e in a.prompt_lp[1:]] == [[t for t, _ in e.top] for e in b.prompt_lp[1:]]
+    assert blocks.num_free == blocks.num_blocks and not any(blocks.ref)
+
+
+def test_chunked_prefill_seeded_sampling_and_preemption_equal_plain(toy):
+    long_toy = with_long_prompts(toy)
+    n = len(long_toy[2])
+    params = [SamplingParams(max_tokens=20, temperature=0.9, top_p=0.9, seed=100 + i % 6, ignore_eos=True,
+                             repetition_penalty=1.1) for i in range(n)]
+    _, chunked = run(long_toy, params, max_num_seqs=4, max_prefill_chunk=16)
+    _, plain = run(long_toy, params, max_num_seqs=4, engine="plain")
+    assert [r.output_ids for r in chunked] == [r.output_ids for r in plain]
+    small = 24 * eng_block_bytes(toy) / 2**30  # preemption while prompts are half prefilled
+    eng, preempted = run(long_toy, greedy(n), kv_cache_memory=small, max_prefill_chunk=16)
+    _, plain = run(long_toy, greedy(n), engine="plain")
+    assert eng.preemptions > 0
+    assert [r.output_ids for r in preempted] == [r.output_ids for r in plain]
+    assert eng.runner.blocks.num_free == eng.runner.blocks.num_blocks
+
+
+def long_prompt_engine(toy, chunk: int, blocks: int | None = None, engine: str = "fast", **params):
+    """A short request decoding and a long one for the caller to submit while it does, on a paged engine."""
+    model, tokenizer, prompts = toy
+    memory = blocks * eng_block_bytes(toy) / 2**30 if blocks else None
+    eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=4, max_model_len=256, prefix_caching=True, engine=engine,
+                                                      max_prefill_chunk=chunk, kv_cache_memory=memory))
+    outputs: dict[str, list] = {}
+    sink = lambda o: outputs.setdefault(o.request_id, []).append(o)  # noqa: E731
+    short = Request(list(prompts[3]), SamplingParams(max_tokens=120, temperature=0.0, ignore_eos=True), sink=sink)
+    long = Request(prompts[0] + prompts[1], SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True, **params),
+                   sink=sink)
+    eng.submit(short)
+    return eng, short, long, outputs
+
+
+def test_running_streams_get_tokens_while_a_long_prompt_is_prefilled(toy):
+    advanced = {}
+    for chunk in (0, 16):
+        eng, short, long, outputs = long_prompt_engine(toy, chunk)
+        seen = {}
+
+        def watch(eng=eng, short=short, long=long, seen=seen) -> None:
+            if eng.steps == 3:
+                eng.submit(long)
+            for r in eng.scheduler.prefilling:  # prefix caching registers only the blocks already written
+                assert len(r.block_hashes) * 16 <= r.kv_end < r.num_tokens
+            if long.status.value != "waiting" and "admitted" not in seen:
+                seen["admitted"] = len(short.output_ids) - 1  # the step that admitted it also decoded the short one
+            if long.output_ids and "first" not in seen:
+                seen["first"] = len(short.output_ids)
+
+        eng.drain(watch)
+        advanced[chunk] = seen["first"] - seen["admitted"]
+        assert [o.finish_reason for o in outputs[long.request_id] if o.finished] == ["length"]
+    assert advanced[0] == 1  # whole prompt: its prefill and the short one's decode share one step
+    assert advanced[16] >= (len(long.prompt_ids) - long.kv_cached) // 16 > 1  # one decode step per chunk (after the cached prefix)
+
+
+def test_aborting_a_half_prefilled_request_frees_its_blocks(toy):
+    eng, short, long, outputs = long_prompt_engine(toy, 16)
+
+    def abort_half_prefilled() -> None:
+        if eng.steps == 3:
+            eng.submit(long)
+        if long.status.value == "running" and not long.output_ids and long.kv_end > 48:
+            eng.abort(long)
+
+    eng.drain(abort_half_prefilled)
+    assert outputs[long.request_id][-1].finish_reason == "abort" and not long.output_ids
+    assert outputs[short.request_id][-1].finish_reason == "length"
+    blocks = eng.runner.blocks
+    assert blocks.num_free == blocks.num_blocks and not any(blocks.ref)
+
+
+def test_a_half_prefilled_request_is_preempted_first_and_recomputed(toy):
+    """A pool that holds both prompts but not the short one's growth too: the long prompt, half prefilled, gives
+    its blocks back, waits for the short one to finish, then prefills again (prompt logprobs from scratch)."""
+    got = {}
+    for engine in ("fast", "plain"):
+        _, tokenizer, prompts = toy
+        need = -(-len(prompts[3]) // 16) + -(-(len(prompts[0]) + len(prompts[1])) // 16) + 1
+        eng, short, long, outputs = long_prompt_engine(toy, 4, blocks=need, engine=engine, prompt_logprobs=1)
+
+        def arrive(eng=eng, short=short, long=long) -> None:
+            if len(short.output_ids) == 2 and long.status.value == "waiting" and not long.preemptions:
+                eng.submit(long)  # the short one has just started decoding
+
+        eng.drain(arrive)
+        plp = next(o.prompt_logprobs for o in outputs[long.request_id] if o.prompt_logprobs)
+        got[engine] = short.output_ids, long.output_ids, [e.logprob for e in plp[1:]]
+        if engine == "fast":
+            blocks = eng.runner.blocks
+            assert blocks.num_blocks == need and long.preemptions == eng.preemptions == 1
+            assert blocks.num_free == blocks.num_blocks and not any(blocks.ref)
+    assert got["fast"][:2] == got["plain"][:2]
+    assert got["fast"][2] == pytest.approx(got["plain"][2], abs=1e-4)
+
+
+@pytest.mark.real
+def test_real_model_chunked_prefill_equals_plain(smollm2):
+    """SmolLM2-135M in fp32: chat prompts decoding when a ~450-token prompt arrives; it enters in chunks of 32
+    (with its prompt logprobs) while they decode. Greedy tokens and prompt logprobs equal the plain engine's."""
+    from swiftkit.loading import load_model
+
+    model, tokenizer, _ = load_model(str(smollm2), dtype="float32", device="cpu")
+    questions = ["What is the capital of France?", "Name three primary colors.", "Write a haiku about the sea.",
+                 "Summarise this text in one sentence:\n\n" + " ".join(["The harbour committee met on Tuesday and agreed "
+                                                                       "to extend the northern pier's deadline."] * 24)]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"] for q in questions]
+    assert len(prompts[-1]) > 400
+    params = [SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, prompt_logprobs=1 if i == 3 else None)
+              for i in range(len(prompts))]
+    got = {}
+    for engine in ("fast", "plain"):
+        eng = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(
+            max_num_seqs=4, max_model_len=512, engine=engine, prefix_caching=True, max_prefill_chunk=32))
+        outputs: dict[str, list] = {}
+        reqs = [Request(list(p), sp, sink=lambda o, outputs=outputs: outputs.setdefault(o.request_id, []).append(o))
+                for p, sp in zip(prompts, params, strict=True)]
+        for r in reqs[:3]:
+            eng.submit(r)
+        partial = []
+
+        def arrive(eng=eng, reqs=reqs, partial=partial) -> None:
+            if eng.steps == 4:
+                eng.submit(reqs[3])
+            partial.append(any(r is reqs[3] for r in eng.scheduler.prefilling))
+
+        eng.drain(arrive)
+        plp = next(o.prompt_logprobs for o in outputs[reqs[3].request_id] if o.prompt_logprobs)
+        got[engine] = [r.output_ids for r in reqs], [e.logprob for e in plp[1:]]
+        if engine == "fast":
+            assert sum(partial) >= len(prompts[3]) // 32 - 1  # steps that ended with it half prefilled
+    assert got["fast"][0] == got["plain"][0]
+    assert got["fast"][1] == pytest.approx(got["plain"][1], abs=1e-3)

@@ -47,6 +47,9 @@ class EngineOptions:
     # calls (rollouts during training) would otherwise read keys of the old weights; see weights_changed.
     prefix_caching: bool = False
     speculative_tokens: int = 0  # paged KV, greedy rows: prompt-lookup draft tokens verified per step (0: off)
+    # Paged KV: prompt tokens computed per step at most, so a long prompt enters in chunks between the running
+    # rows' decode steps instead of stalling them for its whole prefill (0: whole prompts).
+    max_prefill_chunk: int = 0
 
 
 class Engine:
@@ -180,7 +183,8 @@ class Engine:
                 self.step()
             except Exception as exc:  # a model/runtime failure must end the requests, not the server
                 console.print(f"[red]engine step failed:[/] {type(exc).__name__}: {exc}")
-                failed, self.scheduler.running = self.scheduler.running, []
+                failed = [*self.scheduler.running, *self.scheduler.prefilling]
+                self.scheduler.running, self.scheduler.prefilling = [], []
                 for req in failed:
                     req.status = Status.FINISHED
                     if self.paged:
@@ -190,7 +194,7 @@ class Engine:
                 if self.paged:  # blocks registered for this step's prefills may never have been written
                     self.runner.blocks.reset_prefix_cache()
                 self._flush()
-        for req in [*self.scheduler.running, *self.scheduler.waiting]:
+        for req in [*self.scheduler.running, *self.scheduler.prefilling, *self.scheduler.waiting]:
             if req.status is Status.RUNNING:
                 self._finish(req, "abort")
             else:
@@ -244,11 +248,13 @@ class Engine:
         self._calls_after = ended + (ended - started)
 
     def step(self) -> None:
-        admitted = self.scheduler.admit(self.runner.allocate if self.paged else None)
-        if admitted:
-            self._prefill(admitted)
         if self.paged:
+            work = self.scheduler.schedule_prefill(self.runner.allocate, self.options.max_prefill_chunk)
+            if work:
+                self._prefill_chunks(work)
             self._make_room()
+        elif admitted := self.scheduler.admit():
+            self._prefill(admitted)
         batch = len(self.scheduler.running)
         speculated = batch and self.options.speculative_tokens and self.paged and self._speculate()
         if batch and not speculated:
@@ -298,7 +304,7 @@ class Engine:
         + output (their registered blocks are often still in the prefix cache), so nothing fails."""
         running = self.scheduler.running
         while running and self.runner.blocks_needed(running) > self.runner.blocks.num_free:
-            victim = running[-1]
+            victim = (self.scheduler.prefilling or running)[-1]  # a half-prefilled prompt first: it has no output yet
             self._release(victim)
             victim.status = Status.WAITING
             victim.preemptions += 1
@@ -311,20 +317,56 @@ class Engine:
             self.runner.free(req)
 
     def _prefill(self, admitted: list[Request]) -> None:
+        """Slot runners: the admitted prompts whole, in one forward (they start at position 0 of a fresh row)."""
         row0 = len(self.scheduler.running)
-        want_prompt_lp = any(r.params.prompt_logprobs is not None and not r.output_ids for r in admitted)
+        want_prompt_lp = any(self._wants_prompt_logprobs(r) for r in admitted)
         last, logits = self.runner.prefill(admitted, row0, all_logits=want_prompt_lp)
-        for r in admitted:
+        for b, r in enumerate(admitted):
             r.status = Status.RUNNING
             self.scheduler.running.append(r)
-        tokens, logprobs = self.sampler(last, admitted)
-        for b, (req, tok, lp) in enumerate(zip(admitted, tokens, logprobs, strict=True)):
-            plp = None
-            if req.params.prompt_logprobs is not None and req.error is None and not req.preemptions:
-                try:
-                    plp = prompt_logprobs(logits[b, req.kv_start:], req.prompt_ids, req.params.prompt_logprobs)
-                except Exception as exc:
-                    req.error = f"{type(exc).__name__}: {exc}"
+            if self._wants_prompt_logprobs(r):
+                self._prompt_logprobs(r, logits[b, r.kv_start:], 0)
+        self._first_tokens(admitted, last)
+
+    def _prefill_chunks(self, work: list[tuple[Request, int]]) -> None:
+        """Paged KV: one forward computes this step's positions of every admitted prompt (all of it, or its
+        next chunk); a request whose prompt is now complete samples its first token and joins the decode
+        batch, the others keep their blocks and continue next step (only a last chunk samples)."""
+        starts = [r.kv_end for r, _ in work]
+        want = [self._wants_prompt_logprobs(r) for r, _ in work]
+        last, logits = self.runner.prefill(work, all_logits=any(want))
+        done = []
+        for b, ((req, n), start) in enumerate(zip(work, starts, strict=True)):
+            req.status = Status.RUNNING
+            if want[b]:
+                self._prompt_logprobs(req, logits[b, :n], start)
+            if req.kv_end == req.num_tokens:
+                self.scheduler.start_decoding(req)
+                done.append(b)
+        if done:
+            self._first_tokens([work[b][0] for b in done], last[done])
+
+    @staticmethod
+    def _wants_prompt_logprobs(req: Request) -> bool:
+        # A preempted request re-entering with output already sent them with its first token.
+        return req.params.prompt_logprobs is not None and not req.output_ids
+
+    def _prompt_logprobs(self, req: Request, logits: torch.Tensor, start: int) -> None:
+        """Prompt logprobs from the logits of positions [start, start + len(logits)) (a chunk of the prompt, or
+        all of it); a chunk's part extends what the earlier chunks gave (start 0: a fresh prefill, preempted or not)."""
+        if req.error is not None:
+            return
+        try:
+            part = prompt_logprobs(logits, req.prompt_ids[start:start + len(logits) + 1], req.params.prompt_logprobs)
+        except Exception as exc:
+            req.error = f"{type(exc).__name__}: {exc}"
+            return
+        req.prompt_lp = part if start == 0 else req.prompt_lp + part[1:]
+
+    def _first_tokens(self, requests: list[Request], last: torch.Tensor) -> None:
+        tokens, logprobs = self.sampler(last, requests)
+        for req, tok, lp in zip(requests, tokens, logprobs, strict=True):
+            plp = req.prompt_lp if self._wants_prompt_logprobs(req) and req.error is None else None
             self._append(req, tok, lp, plp)
 
     def _append(self, req: Request, tok: int, lp, plp=None) -> None:

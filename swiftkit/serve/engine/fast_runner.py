@@ -143,11 +143,16 @@ class PagedRunner:
                 f"{per_token / 1024:.0f} KiB each; {cache}; torch reference attention)")
 
     # -- the scheduler's and engine's hooks ------------------------------------------------------------------
-    def allocate(self, req: Request, running: int) -> bool:
-        """Blocks for the request's prefill (prompt, plus its output so far if it was preempted)."""
+    def allocate(self, req: Request, running: int, chunk: int | None = None) -> bool:
+        """Blocks for the request's prefill (prompt, plus its output so far if it was preempted); `chunk`: the
+        positions this step computes, when the prefill is chunked. Its prefill starts after the cached positions."""
         use_cache = req.params.prompt_logprobs is None  # those need logits at every prompt position
         reserve = self.watermark if running else 0
-        return self.blocks.allocate(req, req.token_ids, use_cache, reserve)
+        if not self.blocks.allocate(req, req.token_ids, use_cache, reserve, chunk):
+            return False
+        req.kv_start = 0
+        req.kv_end = req.kv_cached
+        return True
 
     def blocks_needed(self, running: Sequence[Request]) -> int:
         return self.blocks.blocks_needed(running)
@@ -156,22 +161,29 @@ class PagedRunner:
         self.blocks.free(req)
 
     # -- the runner interface ----------------------------------------------------------------------------
-    def prefill(self, requests: Sequence[Request], row0: int, all_logits: bool = False):
+    def prefill(self, work: Sequence[tuple[Request, int]], all_logits: bool = False):
+        """The next n positions of each (request, n) in one flat forward: [kv_end, kv_end + n) attend to the
+        positions already in the request's blocks (a prefix-cache hit, earlier chunks) and causally to each
+        other. Advances kv_end and registers the blocks now full. Returns prefill_paged's (last, all) logits."""
         bs = self.block_size
         ids, pos, blocks, offsets, spans = [], [], [], [], []
-        for b, req in enumerate(requests):
-            tokens, start = req.token_ids, req.kv_cached
-            p = torch.arange(start, len(tokens))
+        for req, n in work:
+            start = req.kv_end
+            p = torch.arange(start, start + n)
             table = torch.tensor(req.block_table)
-            ids.append(torch.tensor(tokens[start:]))
+            ids.append(torch.tensor(req.token_ids[start:start + n]))
             pos.append(p)
             blocks.append(table[p // bs])
             offsets.append(p % bs)
-            spans.append((len(tokens) - start, start, table.to(self.device)))
-            req.slot, req.kv_start, req.kv_end = row0 + b, 0, len(tokens)
+            # only the blocks up to this chunk's end: a long prompt's later blocks hold nothing yet
+            spans.append((n, start, table[:self.blocks.blocks_for(start + n)].to(self.device)))
         self.net.zero_blocks(self.blocks.high)
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
-        return self.net.prefill_paged(*flat, spans, all_logits)
+        logits = self.net.prefill_paged(*flat, spans, all_logits)
+        for req, n in work:
+            req.kv_end += n
+            self.blocks.register(req, req.token_ids, req.kv_end)
+        return logits
 
     def decode(self, requests: Sequence[Request]) -> torch.Tensor:
         bs = self.block_size

@@ -52,9 +52,11 @@ class BlockManager:
         return -(-tokens // self.block_size)
 
     # -- admission --------------------------------------------------------------------------------------
-    def allocate(self, req: Request, tokens: Sequence[int], use_cache: bool, reserve: int = 0) -> bool:
+    def allocate(self, req: Request, tokens: Sequence[int], use_cache: bool, reserve: int = 0,
+                 first_chunk: int | None = None) -> bool:
         """Blocks for `tokens` (the sequence's whole prefill); False, changing nothing, unless `reserve` blocks
-        stay free afterwards. Sets req.block_table, req.block_hashes and req.kv_cached (positions reused)."""
+        stay free afterwards. Sets req.block_table, req.block_hashes and req.kv_cached (positions reused).
+        `first_chunk`: the prefill is chunked and this step computes only that many positions after the cached ones."""
         hits = self._lookup(req, tokens) if use_cache and self.prefix_caching else []
         need = self.blocks_for(len(tokens)) - len(hits)
         revived = sum(1 for b in hits if self.ref[b] == 0)  # hits sitting in the free pool leave it
@@ -69,8 +71,10 @@ class BlockManager:
         req.kv_cached = len(hits) * self.block_size
         # Registered before they are computed: a request admitted later in the same step then shares them.
         # That is safe because one prefill forward writes every sequence's keys of a layer before any of
-        # them attends in that layer (fast_model.prefill_paged), and a failed step resets the cache.
-        self.register(req, tokens, len(tokens))
+        # them attends in that layer (fast_model.prefill_paged), and a failed step resets the cache. Only
+        # this step's positions, though: a later chunk's blocks are registered once written (PagedRunner.prefill).
+        upto = len(tokens) if first_chunk is None else min(len(tokens), req.kv_cached + first_chunk)
+        self.register(req, tokens, upto)
         if use_cache and self.prefix_caching:
             self.queried_tokens += len(tokens)
             self.hit_tokens += req.kv_cached

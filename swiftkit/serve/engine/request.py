@@ -101,6 +101,7 @@ class Request:
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)
     kv_cached: int = 0
+    prompt_lp: list = field(default_factory=list)  # prompt logprobs of the chunks prefilled so far
     preemptions: int = 0  # times its blocks were taken back; it re-enters by recomputing prompt + output
     generator: Any = None  # torch.Generator when the request has a seed
     matcher: Any = None  # llguidance matcher when the output is constrained

@@ -4,6 +4,11 @@ Between decode steps, waiting requests are admitted while slots are free (and th
 fits the token budget, and with a paged cache their blocks are free); finished or aborted requests
 leave at once, and the last running row is moved into the hole so running rows stay 0..B-1 (see
 kv_cache.py; a paged cache's block tables travel with their requests, so its move is a no-op).
+
+Chunked prefill (paged cache, `chunk` > 0): each step computes at most `chunk` prompt tokens in all. A prompt
+longer than what is left of that budget enters over several steps: admitted, it holds its blocks in
+`prefilling` (not a row of the decode batch) while each step computes its next positions, and joins `running`
+when its last chunk samples its first token. The running rows decode every step meanwhile.
 """
 
 from __future__ import annotations
@@ -25,29 +30,69 @@ class Scheduler:
         self.max_batched_tokens = max_batched_tokens
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.prefilling: list[Request] = []  # admitted (blocks held), prompt partly computed; oldest first
 
     def add(self, req: Request) -> None:
         if len(self.waiting) >= self.max_queue:
             raise QueueFull(f"the request queue is full ({self.max_queue} waiting)")
         self.waiting.append(req)
 
-    def admit(self, allocate: Callable[[Request, int], bool] | None = None) -> list[Request]:
-        """Waiting requests that join the batch now (FIFO; the first always fits the token budget).
-
-        With a paged cache, `allocate(req, rows already running or admitted)` takes the request's blocks
-        and says False when they are not free: admission stops there (the queue stays FIFO)."""
+    def admit(self) -> list[Request]:
+        """Waiting requests that join the batch now (FIFO; the first always fits the token budget)."""
         admitted: list[Request] = []
-        width = 0
-        while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
-            nxt = self.waiting[0]
-            new_width = max(width, nxt.num_tokens)  # a preempted request re-enters with its output so far
-            if admitted and new_width * (len(admitted) + 1) > self.max_batched_tokens:
-                break
-            if allocate is not None and not allocate(nxt, len(self.running) + len(admitted)):
-                break
-            width = new_width
+        while self.waiting and self._fits(self.waiting[0], admitted, None):
             admitted.append(self.waiting.popleft())
         return admitted
+
+    def schedule_prefill(self, allocate: Callable[[Request, int, int | None], bool], chunk: int) -> list[tuple[Request, int]]:
+        """Paged cache: this step's prefill work, (request, positions it computes now from its kv_end).
+
+        Requests still prefilling go first (oldest first), then waiting ones are admitted (FIFO) while the step's
+        `chunk` budget of computed tokens lasts (0: whole prompts, admitted as `admit` does). `allocate(req, rows
+        already admitted, budget left)` takes the request's blocks and says False when they are not free:
+        admission stops there (the queue stays FIFO)."""
+        budget = chunk or None
+        work: list[tuple[Request, int]] = []
+
+        def take(req: Request) -> None:
+            nonlocal budget
+            n = req.num_tokens - req.kv_end
+            if budget is not None:
+                n = min(n, budget)
+                budget -= n
+            work.append((req, n))
+
+        for req in self.prefilling:
+            if budget == 0:
+                break
+            take(req)
+        admitted: list[Request] = []
+        while self.waiting and self._fits(self.waiting[0], admitted, budget):
+            if not allocate(self.waiting[0], len(self.running) + len(self.prefilling) + len(admitted), budget):
+                break
+            admitted.append(self.waiting.popleft())
+            take(admitted[-1])
+        self.prefilling += admitted
+        return work
+
+    def _fits(self, nxt: Request, admitted: list[Request], budget: int | None) -> bool:
+        """A free row, and room in this step's prefill: what is left of the chunk budget, or (whole prompts)
+        a padded batch of at most max_batched_tokens, which the first request always fits."""
+        if len(self.running) + len(self.prefilling) + len(admitted) >= self.max_num_seqs:
+            return False
+        if budget is not None:
+            return budget > 0
+        width = max([nxt.num_tokens, *(r.num_tokens for r in admitted)])  # a preempted request re-enters with its output so far
+        return not admitted or width * (len(admitted) + 1) <= self.max_batched_tokens
+
+    def start_decoding(self, req: Request) -> None:
+        """A request whose prefill is complete becomes the last row of the decode batch."""
+        self._drop_prefilling(req)
+        req.slot = len(self.running)
+        self.running.append(req)
+
+    def _drop_prefilling(self, req: Request) -> None:
+        self.prefilling = [r for r in self.prefilling if r is not req]  # by identity: dataclass == compares fields
 
     def remove_waiting(self, req: Request) -> bool:
         try:
@@ -58,6 +103,10 @@ class Scheduler:
 
     def release(self, req: Request, move) -> None:
         """Take a running request out; `move(src, dst, length)` relocates the last row into its slot."""
+        if req.slot < 0:  # admitted but still prefilling: not a row of the decode batch yet
+            self._drop_prefilling(req)
+            req.status = Status.FINISHED
+            return
         index = req.slot
         last = self.running[-1]
         if last is not req:
@@ -70,4 +119,4 @@ class Scheduler:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.prefilling)
