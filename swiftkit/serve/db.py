@@ -1,8 +1,8 @@
 """The serving database: tenant API keys (hashed) and the usage/audit log, through SQLAlchemy Core.
 
 SQLite by default (one file beside the deployment, nothing to set up), PostgreSQL (or any SQLAlchemy
-URL) by `--database URL`. Tables are created on first use; `schema_version` records the layout so a
-later change can migrate it.
+URL) by `--database URL`. The layout is Alembic's: `connect` migrates a database to this swiftkit's
+revision (migrations/versions/, one file per change), creating it on first use.
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from swiftkit.errors import SwiftkitError
 
-SCHEMA_VERSION = 1
 KEY_CACHE_S = 1.0  # a server re-reads a key after this long: revocation and expiry take effect within it
 KEY_PREFIX = "sk-swk-"
 PERIODS = ("day", "month")
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+# What the migrations build (migrations/versions/ must end in exactly this layout; tests/serve/test_migrations.py checks).
 metadata = MetaData()
-
-schema_version = Table("swiftkit_schema", metadata, Column("version", Integer, nullable=False))
 
 api_keys = Table(
     "api_keys", metadata,
@@ -110,14 +109,33 @@ def connect(value: str) -> Engine:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=5000")
     try:
-        metadata.create_all(engine)
-        with engine.begin() as conn:
-            if conn.execute(select(func.count()).select_from(schema_version)).scalar() == 0:
-                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+        migrate(engine)
     except OperationalError as exc:
         raise SwiftkitError(f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
                             f"{' '.join(str(exc.orig).split())}", "check --database") from None
     return engine
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to `revision` (Alembic), in one transaction. A database made before swiftkit had
+    migrations (its `swiftkit_schema` table says version 1) is that layout: revision 0001."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util import CommandError
+    from sqlalchemy import inspect
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        tables = inspect(conn).get_table_names()
+        if "alembic_version" not in tables and "swiftkit_schema" in tables:
+            command.stamp(config, "0001")
+        try:
+            command.upgrade(config, revision)
+        except CommandError as exc:  # e.g. a revision this swiftkit does not know: a newer swiftkit migrated it
+            raise SwiftkitError(f"cannot migrate the database {engine.url.render_as_string(hide_password=True)}: {exc}",
+                                "a newer swiftkit has migrated it: upgrade swiftkit (pip install -U swiftkit)") from None
 
 
 def hash_key(key: str | bytes) -> str:
