@@ -128,12 +128,12 @@ def test_bad_requests_are_4xx_with_a_clear_message(srv, admin, root):
     assert user.status_code == 401  # the admin key only
 
 
-def test_unload_lets_in_flight_requests_finish(srv, admin, client, root):
-    assert admin.post("/v1/load_lora_adapter", json={"lora_name": "busy", "lora_path": str(root / "alpha")}).status_code == 200
+def stream_in_thread(client, model: str, max_tokens: int = 400) -> tuple[threading.Thread, threading.Event, dict]:
+    """A long greedy stream on `model` in a thread: (the thread, set at its first token, its result)."""
     first_token, done = threading.Event(), {}
 
     def stream() -> None:
-        chunks = client.completions.create(model="busy", prompt=PROMPT, max_tokens=400, temperature=0, stream=True,
+        chunks = client.completions.create(model=model, prompt=PROMPT, max_tokens=max_tokens, temperature=0, stream=True,
                                            extra_body={"ignore_eos": True})
         text, reason = "", None
         for chunk in chunks:
@@ -146,6 +146,15 @@ def test_unload_lets_in_flight_requests_finish(srv, admin, client, root):
 
     t = threading.Thread(target=stream)
     t.start()
+    return t, first_token, done
+
+
+def test_load_and_unload_under_load_let_running_streams_finish(admin, client, root):
+    base, base_started, base_done = stream_in_thread(client, "toy", 600)  # runs through the load and the unload
+    assert base_started.wait(60)
+    assert admin.post("/v1/load_lora_adapter", json={"lora_name": "busy", "lora_path": str(root / "alpha")}).status_code == 200
+    assert not base_done, "the base stream ended before the load: make it longer"
+    t, first_token, done = stream_in_thread(client, "busy")
     assert first_token.wait(60)
     r = admin.post("/v1/unload_lora_adapter", json={"lora_name": "busy"})
     unloaded_at = time.monotonic()
@@ -160,3 +169,5 @@ def test_unload_lets_in_flight_requests_finish(srv, admin, client, root):
     # The name can be used again at once, and the engine still serves the others.
     assert admin.post("/v1/load_lora_adapter", json={"lora_name": "busy", "lora_path": str(root / "alpha")}).status_code == 200
     assert greedy(client, "busy").choices[0].finish_reason == "length"
+    base.join(120)
+    assert base_done["reason"] == "length"  # the stream that was running during the load was not disturbed

@@ -116,8 +116,9 @@ class Engine:
         running request uses the adapter: in-flight requests finish on it first."""
         if op == "load":
             return self.call(lambda: self.runner.load_adapter(name, path))
+        sched = self.scheduler
         return self.call(lambda: self.runner.unload_adapter(name),
-                         when=lambda: not any(r.adapter == name for r in (*self.scheduler.running, *self.scheduler.waiting)))
+                         when=lambda: not any(r.adapter == name for r in (*sched.running, *sched.prefilling, *sched.waiting)))
 
     def abort(self, req: Request) -> None:
         self._inbox.put(("abort", req))
