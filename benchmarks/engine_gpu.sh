@@ -1,13 +1,15 @@
 # Issue 8 on a GPU box (device tool): correctness of the fast engine's GPU paths, `swiftkit bench engine`
 # (fast engine vs HF generate and transformers' continuous batching), and the real HTTP server under
 # `swiftkit bench serve`. Results: docs/benchmarks.md.
-#   bash benchmarks/engine_gpu.sh "BENCH_ARCHS" ENGINES "SERVE_ARCHS"
-#   e.g. bash benchmarks/engine_gpu.sh "qwen2.5-7b qwen2.5-1.5b" fast,hf,hf-cb "qwen2.5-7b"
+#   bash benchmarks/engine_gpu.sh "BENCH_ARCHS" ENGINES "SERVE_ARCHS" "LONG_PROMPT_ARCHS"
+#   e.g. bash benchmarks/engine_gpu.sh "qwen2.5-7b qwen2.5-1.5b" fast,hf,hf-cb "qwen2.5-7b" "qwen2.5-7b"
+# LONG_PROMPT_ARCHS: issue 16's long-context row (chunked prefill): 64 streams of 1k-token prompts decode and one
+# 30k-token prompt arrives mid-run (context 30k + 256 ≈ --max-model-len 32768), paged KV, chunks of 512 and 2048.
 # Carried (git-ignored) in $W (default .cache/enginegpu): whl/ (cp312 wheels the GPU image lacks: fastapi,
 # starlette, uvicorn, pydantic, pydantic-core, annotated-types, typing-inspection, opentelemetry-api,
 # llguidance, typer) and toy/ (a built toy model: `swiftkit toy`).
 set -o pipefail
-BENCH=$1 ENGINES=${2:-fast,hf} SERVE=$3 W=${ENGINEGPU_DIR:-.cache/enginegpu}
+BENCH=$1 ENGINES=${2:-fast,hf} SERVE=$3 LONG=$4 W=${ENGINEGPU_DIR:-.cache/enginegpu}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $W/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 COLUMNS=160
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -17,6 +19,13 @@ for arch in $BENCH; do
   echo "+ swiftkit bench engine --model-config $arch --engines $ENGINES --concurrency 1,64 --output $OUT/bench_engine_$arch.json"
   python3 -m swiftkit bench engine --model-config $arch --engines $ENGINES --concurrency 1,64 \
      --output $OUT/bench_engine_$arch.json 2>&1 | grep -v -iE "warn"
+done
+for arch in $LONG; do
+  for chunk in 512 2048; do
+    echo "+ swiftkit bench engine --model-config $arch --engines fast --concurrency 64 --prompt-len 1024 --max-tokens 256 --long-prompt 30000 --prefill-chunk $chunk"
+    python3 -m swiftkit bench engine --model-config $arch --engines fast --concurrency 64 --prompt-len 1024 --max-tokens 256 \
+       --long-prompt 30000 --prefill-chunk $chunk --fidelity-tokens 0 --output $OUT/bench_long_prompt_${arch}_chunk$chunk.json 2>&1 | grep -v -iE "warn"
+  done
 done
 for arch in $SERVE; do
   python3 -c "from swiftkit.bench.engine import save_random_model; save_random_model('$arch', '/tmp/m_$arch')" || exit 1

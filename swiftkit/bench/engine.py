@@ -10,6 +10,10 @@ submitted at once, each generating exactly --max-tokens (ignore_eos, greedy). En
 Shared prefix (--shared-prefix N): N common tokens + --prompt-len own ones per request, all submitted at
 once (a cold cache: the burst computes the prefix once), through the paged fast engine with prefix caching
 on, then off; TTFT p50 and tok/s side by side with the ratio.
+Long prompt mid-run (--long-prompt N): --concurrency streams decode, and after a quarter of their tokens one
+N-token prompt arrives; the streams' inter-token latency (p50 / p99 / max over the run, p99 over the steps while
+it enters) with chunked prefill, with the prompt prefilled whole, and with no long prompt at all (the baseline),
+paged fast engine; the ratios of the p99 while it enters to the baseline's p99, and chunked to whole.
 Fidelity: on fixed random tokens, the fast path's logits (a prefill, then teacher-forced decode
 steps) against one forward of the transformers model: per-position max |Δlogit|, KL and argmax
 agreement (on random-init bf16 weights the logits are nearly flat, so argmax equality alone says little).
@@ -271,6 +275,8 @@ def run(cfg: BenchEngineConfig) -> dict[str, Any]:
         result["shared_prefix"] = shared_prefix(model, tokenizer, cfg, concurrency, vocab)
     if cfg.speculative:
         result["speculative"] = speculative(model, tokenizer, cfg)
+    if cfg.long_prompt:
+        result["long_prompt"] = long_prompt(model, tokenizer, cfg, concurrency, vocab)
     _report(result)
     if cfg.output:
         Path(cfg.output).write_text(json.dumps(result, indent=2) + "\n")
@@ -300,6 +306,60 @@ def shared_prefix(model, tokenizer, cfg: BenchEngineConfig, concurrency: list[in
         row["tok_s_ratio"] = row["on"]["tok_s"] / row["off"]["tok_s"]
         runs.append(row)
     return runs
+
+
+def long_prompt(model, tokenizer, cfg: BenchEngineConfig, concurrency: list[int], vocab: int) -> list[dict[str, Any]]:
+    """For each N: N streams decoding when one --long-prompt prompt arrives; chunked vs whole prefill vs none."""
+    from swiftkit.serve.engine.engine import Engine, EngineOptions
+
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    long = torch.randint(0, vocab, (cfg.long_prompt,), generator=gen).tolist()
+    runs = []
+    for n in concurrency:
+        streams = torch.randint(0, vocab, (n, cfg.prompt_len), generator=gen).tolist()
+        row: dict[str, Any] = {"concurrency": n, "long_prompt": cfg.long_prompt, "chunk": cfg.prefill_chunk}
+        for key, chunk, arriving in (("none", 0, None), ("chunked", cfg.prefill_chunk, long), ("whole", 0, long)):
+            options = EngineOptions(max_num_seqs=n + 1, max_model_len=max(cfg.long_prompt, cfg.prompt_len) + cfg.max_tokens + 1,
+                                    max_queue=n + 1, engine="fast", kv_cache="paged", max_prefill_chunk=chunk)
+            engine = Engine(model, tokenizer, [], options)
+            run_engine(engine, streams[:2], 4)  # warm-up
+            row[key] = stream_latency(engine, streams, arriving, cfg.max_tokens)
+            del engine
+        for key in ("chunked", "whole"):
+            row[f"{key}_p99_ratio"] = row[key]["itl_p99_entering_ms"] / row["none"]["itl_p99_ms"]
+        row["chunked_whole_p99_ratio"] = row["chunked"]["itl_p99_entering_ms"] / row["whole"]["itl_p99_entering_ms"]
+        runs.append(row)
+    return runs
+
+
+def stream_latency(engine, streams: list[list[int]], long: list[int] | None, max_tokens: int) -> dict[str, float]:
+    """The streams' gaps between tokens (a step's outputs are delivered together at its end), with `long`
+    submitted once the first stream has a quarter of its tokens: over the whole run, and over the steps from
+    its arrival to its first token (where a whole-prompt prefill's one stall is not hidden among the rest)."""
+    from swiftkit.serve.engine.request import Request, SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    stamps: list[list[tuple[float, int]]] = [[] for _ in streams]  # (time, step) of each token
+    for i, p in enumerate(streams):
+        engine.submit(Request(list(p), params, sink=lambda o, i=i: o.token_ids and stamps[i].append(
+            (time.perf_counter(), engine.steps))))
+    arrived, first = [], []  # (time, step after which it was submitted), (time, step) of its first token
+
+    def arrive() -> None:
+        if long is not None and not arrived and len(stamps[0]) >= max_tokens // 4:
+            arrived.append((time.perf_counter(), engine.steps))
+            engine.submit(Request(list(long), SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True),
+                                  sink=lambda o: o.token_ids and not first and first.append((time.perf_counter(), engine.steps))))
+
+    engine.drain(arrive)
+    gaps = [(b - a, step) for s in stamps for (a, _), (b, step) in zip(s, s[1:], strict=False)]
+    result = {f"itl_{name}_ms": 1000 * percentile([g for g, _ in gaps], q) for name, q in (("p50", 0.5), ("p99", 0.99))}
+    result["itl_max_ms"] = 1000 * max(g for g, _ in gaps)
+    if first:
+        entering = [g for g, step in gaps if arrived[0][1] < step <= first[0][1]]
+        result["itl_p99_entering_ms"] = 1000 * percentile(entering, 0.99)
+        result["long_ttft_ms"] = 1000 * (first[0][0] - arrived[0][0])
+    return result
 
 
 REPEAT_TEXT = (
@@ -366,6 +426,21 @@ def _report(result: dict[str, Any]) -> None:
             on, off = r["on"], r["off"]
             lines.append(f"| {r['concurrency']} | {r['prefix']} + {r['own']} | {on['ttft_p50_ms']:.0f} / {off['ttft_p50_ms']:.0f} | "
                          f"{r['ttft_ratio']:.2f} | {on['tok_s']:.1f} / {off['tok_s']:.1f} | {r['tok_s_ratio']:.2f} |")
+        out.print("\n".join(lines))
+    if result.get("long_prompt"):
+        lines = ["long prompt mid-run: the running streams' inter-token latency with no long prompt / chunked prefill / "
+                 "whole-prompt prefill (p99 entering: over the steps from its arrival to its first token):",
+                 "| streams | long prompt | chunk | ITL p50 ms | ITL p99 ms | ITL p99 entering ms | ITL max ms | "
+                 "p99 entering ÷ p99 none: chunked, whole | chunked ÷ whole | long prompt TTFT s: chunked / whole |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in result["long_prompt"]:
+            runs = [r[k] for k in ("none", "chunked", "whole")]
+            cols = [" / ".join(f"{x[f'itl_{q}_ms']:.1f}" for x in runs) for q in ("p50", "p99")]
+            cols.append(" / ".join(f"{x['itl_p99_entering_ms']:.1f}" for x in runs[1:]))
+            cols.append(" / ".join(f"{x['itl_max_ms']:.1f}" for x in runs))
+            lines.append(f"| {r['concurrency']} | {r['long_prompt']} | {r['chunk']} | {' | '.join(cols)} | "
+                         f"{r['chunked_p99_ratio']:.2f}, {r['whole_p99_ratio']:.2f} | {r['chunked_whole_p99_ratio']:.2f} | "
+                         f"{r['chunked']['long_ttft_ms'] / 1000:.2f} / {r['whole']['long_ttft_ms'] / 1000:.2f} |")
         out.print("\n".join(lines))
     if "fidelity" in result:
         f = result["fidelity"]

@@ -44,3 +44,15 @@ def test_bench_engine_shared_prefix_and_speculative_workloads(tmp_path):
     assert row["ttft_ratio"] > 0 and "prefix caching on vs off" in proc.stdout
     spec = data["speculative"]
     assert spec["identical"] and spec["off"]["drafted"] == 0 and spec["on"]["steps"] <= spec["off"]["steps"]
+
+
+def test_bench_engine_long_prompt_workload(tmp_path):
+    result = tmp_path / "engine.json"
+    proc = run_cli("bench", "engine", "--model-config", "toy", "--engines", "fast", "--concurrency", "2",
+                   "--prompt-len", "8", "--max-tokens", "24", "--fidelity-tokens", "0", "--long-prompt", "200",
+                   "--prefill-chunk", "32", "--output", result, check=True)
+    (row,) = json.loads(result.read_text())["long_prompt"]
+    assert row["chunk"] == 32 and "long_ttft_ms" not in row["none"]
+    for key in ("chunked", "whole"):
+        assert row[key]["itl_p99_entering_ms"] > 0 and row[key]["long_ttft_ms"] > 0 and row[f"{key}_p99_ratio"] > 0
+    assert "long prompt mid-run" in proc.stdout
