@@ -23,6 +23,7 @@ class EngineRollouts:
 
     def __init__(self, model, tokenizer, eos_ids: Sequence[int], max_seqs: int, max_model_len: int, full_finetune: bool, seed: int):
         from swiftkit.serve.engine.engine import Engine, EngineOptions
+        from swiftkit.serve.engine.fast_model import decoder_of
 
         self.model = model
         self.max_model_len = max_model_len
@@ -34,7 +35,7 @@ class EngineRollouts:
             engine="plain" if full_finetune else "auto",
         )
         with _eval_mode(model):
-            self.engine = Engine(_decoder_of(model), tokenizer, eos_ids, options)
+            self.engine = Engine(decoder_of(model), tokenizer, eos_ids, options)
         self.tokens = 0
 
     def generate(
@@ -59,12 +60,6 @@ class EngineRollouts:
             self.engine.drain()
         self.tokens += sum(map(len, outputs))
         return outputs
-
-
-def _decoder_of(model):
-    """The causal LM whose forward the engine runs: PEFT's wrapped model (LoRA layers inside), or the model."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 class _eval_mode:

@@ -103,8 +103,9 @@ def test_fast_engine_refuses_what_it_cannot_run_and_auto_falls_back(toy, tmp_pat
     from swiftkit.errors import SwiftkitError
 
     model, tokenizer, _ = toy
-    with pytest.raises(SwiftkitError, match="several LoRA adapters"):
-        Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64, engine="fast"), multi_adapter=True)
+    with pytest.raises(SwiftkitError, match="LoRA adapters with the slot cache"):  # the paged cache runs them (test_multi_lora_fast)
+        Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64, engine="fast", kv_cache="slots"),
+               multi_adapter=True)
     qwen3 = AutoModelForCausalLM.from_config(Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                                                          head_dim=32)).eval()

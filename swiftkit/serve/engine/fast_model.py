@@ -13,6 +13,7 @@ the extra slot absorbs the writes of padding rows in a CUDA-graph batch bucket.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,16 @@ from swiftkit.serve.engine import kernels
 SUPPORTED = ("qwen2", "llama", "mistral")
 # cuDNN's attention (torch's first choice on Hopper) plans every new shape, and prompt shapes always vary.
 PREFILL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def decoder_of(model):
+    """The causal LM whose forward the fast path runs: a PeftModel's wrapped model (LoRA layers inside), or the model."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _lora_wrapped(module) -> bool:
+    return hasattr(module, "base_layer")  # PEFT's LoRA layers wrap the original projection
 
 
 def unsupported_reason(model) -> str | None:
@@ -51,10 +62,10 @@ def unsupported_reason(model) -> str | None:
 class _Layer:
     ln1: torch.Tensor
     qkv: Callable[[torch.Tensor], torch.Tensor]
-    o: nn.Module
+    o: Callable[[torch.Tensor], torch.Tensor]
     ln2: torch.Tensor
     gate_up: Callable[[torch.Tensor], torch.Tensor]
-    down: nn.Module
+    down: Callable[[torch.Tensor], torch.Tensor]
 
 
 def _input_major(weight: torch.Tensor) -> torch.Tensor:
@@ -66,14 +77,15 @@ def _input_major(weight: torch.Tensor) -> torch.Tensor:
     return weight.t().contiguous().t()
 
 
-def _fused(modules: list[nn.Module], input_major: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One matmul for several projections of the same input (plain Linear layers only).
+def _fused(modules: list[nn.Module], input_major: bool, call) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One matmul for several projections of the same input (plain Linear layers only; others, LoRA-wrapped
+    ones among them, run one by one through `call(module, x)`).
 
     The original modules are re-pointed at slices of the fused weight, so memory is not doubled and
     the transformers model (still used for embeddings) keeps working.
     """
     if not all(type(m) is nn.Linear for m in modules) or len({m.bias is None for m in modules}) != 1:
-        return lambda x: torch.cat([m(x) for m in modules], -1)
+        return lambda x: torch.cat([call(m, x) for m in modules], -1)
     weight = torch.cat([m.weight.detach() for m in modules])
     if input_major:
         weight = _input_major(weight)
@@ -132,17 +144,11 @@ class FastDecoder:
         self.dtype = self.embed.dtype
         self.device = self.embed.device
         self.max_len = max_len
-        self.layers = [
-            _Layer(
-                ln1=layer.input_layernorm.weight,
-                qkv=_fused([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj], cpu),
-                o=layer.self_attn.o_proj,
-                ln2=layer.post_attention_layernorm.weight,
-                gate_up=_fused([layer.mlp.gate_proj, layer.mlp.up_proj], cpu),
-                down=layer.mlp.down_proj,
-            )
-            for layer in inner.layers
-        ]
+        self._inner, self._cpu = inner, cpu
+        # The adapter of each row (decode) or token (prefill) of the forward under way, for PEFT's mixed-adapter
+        # batch in every LoRA layer; None: PEFT's active adapter for all (training rollouts) or no LoRA at all.
+        self.adapter_names: list[str] | None = None
+        self.rebuild()
         # RoPE tables from the model's own rotary module (covers llama3/yarn/linear scaling).
         positions = torch.arange(max_len, device=self.device)[None]
         cos, sin = inner.rotary_emb(self.embed[:1], positions)
@@ -160,6 +166,26 @@ class FastDecoder:
         if blocks is not None:
             self.k_cache[:, rows].zero_()
             self.v_cache[:, rows].zero_()
+
+    def rebuild(self) -> None:
+        """The per-layer calls, again after adapters were loaded or unloaded (PEFT wraps or unwraps projections)."""
+        cpu, call = self._cpu, self._call
+        self.layers = [
+            _Layer(
+                ln1=layer.input_layernorm.weight,
+                qkv=_fused([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj], cpu, call),
+                o=functools.partial(call, layer.self_attn.o_proj),
+                ln2=layer.post_attention_layernorm.weight,
+                gate_up=_fused([layer.mlp.gate_proj, layer.mlp.up_proj], cpu, call),
+                down=functools.partial(call, layer.mlp.down_proj),
+            )
+            for layer in self._inner.layers
+        ]
+
+    def _call(self, module, x: torch.Tensor) -> torch.Tensor:
+        if self.adapter_names is not None and _lora_wrapped(module):
+            return module(x, adapter_names=self.adapter_names)
+        return module(x)
 
     def cache_bytes(self) -> int:
         return 2 * self.k_cache.numel() * self.k_cache.element_size()

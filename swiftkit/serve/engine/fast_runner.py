@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import torch
 
 from swiftkit.console import console
-from swiftkit.serve.engine.fast_model import FastDecoder
+from swiftkit.serve.engine.fast_model import FastDecoder, decoder_of
 from swiftkit.serve.engine.kv_blocks import BlockManager
+from swiftkit.serve.engine.lora import AdapterHost
 from swiftkit.serve.engine.request import Request
 
 
@@ -115,8 +116,9 @@ class FastRunner:
         console.print(f"[dim]captured {len(self._graphs)} decode graphs[/]")
 
 
-class PagedRunner:
-    """The fast forward over a paged KV pool (kv_blocks.py), with automatic prefix caching.
+class PagedRunner(AdapterHost):
+    """The fast forward over a paged KV pool (kv_blocks.py), with automatic prefix caching, and LoRA adapters
+    (PEFT's mixed-adapter batch inside each LoRA layer; cached prefixes are keyed by adapter).
 
     Runs the torch references on any device (CPU is where it is the default; the CUDA path keeps the slot
     cache and its graphs until the Triton decode kernel reads block tables). Admission allocates a
@@ -125,8 +127,10 @@ class PagedRunner:
     """
 
     def __init__(self, model, num_slots: int, max_model_len: int, num_blocks: int, block_size: int,
-                 prefix_caching: bool = True):
-        self.net = FastDecoder(model, num_slots, max_model_len + 1, blocks=(num_blocks, block_size))
+                 prefix_caching: bool = True, multi_adapter: bool = False):
+        self.model = model
+        self.adapters = set(getattr(model, "peft_config", {})) if multi_adapter else set()
+        self.net = FastDecoder(decoder_of(model), num_slots, max_model_len + 1, blocks=(num_blocks, block_size))
         self.device = self.net.device
         self.max_model_len = max_model_len
         self.num_slots = num_slots
@@ -179,6 +183,7 @@ class PagedRunner:
             spans.append((n, start, table[:self.blocks.blocks_for(start + n)].to(self.device)))
         self.net.zero_blocks(self.blocks.high)
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
+        self.net.adapter_names = self.adapter_names([r for r, _ in work], [n for _, n in work])
         logits = self.net.prefill_paged(*flat, spans, all_logits)
         for req, n in work:
             req.kv_end += n
@@ -197,6 +202,7 @@ class PagedRunner:
         rows = torch.arange(len(requests))
         ids = torch.tensor([r.last_token for r in requests])
         dev = self.device
+        self.net.adapter_names = self.adapter_names(requests)
         logits = self.net.decode_paged(ids.to(dev), p.to(dev), tables[rows, p // bs].to(dev), (p % bs).to(dev),
                                        tables.to(dev))
         for r in requests:
@@ -223,7 +229,12 @@ class PagedRunner:
             offsets.append(p % bs)
             spans.append((1 + len(draft), req.kv_end, table.to(self.device)))
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
+        self.net.adapter_names = self.adapter_names(requests, [1 + len(d) for d in drafts])
         return self.net.prefill_paged(*flat, spans, all_logits=True)[1]
+
+    def adapters_changed(self) -> None:
+        self.net.rebuild()
+        self.blocks.reset_prefix_cache()  # an adapter name may come back with other weights
 
     def register(self, req: Request) -> None:
         """Register the request's blocks filled so far (after a speculative step moved kv_end by several)."""

@@ -15,9 +15,8 @@ import torch
 from swiftkit.console import console
 from swiftkit.errors import SwiftkitError
 from swiftkit.serve.engine.kv_cache import SlotKVCache
+from swiftkit.serve.engine.lora import AdapterHost
 from swiftkit.serve.engine.request import Request
-
-BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
 
 def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto", multi_adapter: bool = False,
@@ -27,17 +26,20 @@ def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto",
 
     The fast runner's cache: `kv_cache` paged (blocks, prefix caching; the CPU default) or slots (the CUDA
     default: its Triton decode kernel and CUDA graphs read the slot cache)."""
-    from swiftkit.serve.engine.fast_model import unsupported_reason
+    from swiftkit.serve.engine.fast_model import decoder_of, unsupported_reason
     from swiftkit.serve.engine.fast_runner import FastRunner, PagedRunner
 
     reason = "--engine plain"
     if engine in ("auto", "fast"):
-        reason = "LoRA adapters in the batch (PEFT's mixed-adapter forward)" if multi_adapter else unsupported_reason(model)
+        reason = unsupported_reason(decoder_of(model))
+        device = next(model.parameters()).device
+        paged = kv_cache == "paged" or (kv_cache == "auto" and device.type != "cuda")
+        if reason is None and multi_adapter and not paged:
+            reason = "LoRA adapters with the slot cache (its CUDA graphs cannot hold PEFT's mixed-adapter batch; --kv-cache paged can)"
         if reason is None:
-            device = next(model.parameters()).device
-            if kv_cache == "paged" or (kv_cache == "auto" and device.type != "cuda"):
+            if paged:
                 blocks = pool_blocks(model, num_slots, max_model_len, block_size, kv_cache_memory)
-                runner = PagedRunner(model, num_slots, max_model_len, blocks, block_size, prefix_caching)
+                runner = PagedRunner(model, num_slots, max_model_len, blocks, block_size, prefix_caching, multi_adapter)
             else:
                 runner = FastRunner(model, num_slots, max_model_len, enforce_eager)
             console.print(f"[bold]engine[/] {runner.describe()}")
@@ -76,7 +78,7 @@ def pool_blocks(model, num_slots: int, max_model_len: int, block_size: int, memo
     return blocks
 
 
-class ModelRunner:
+class ModelRunner(AdapterHost):
     def __init__(self, model, num_slots: int, max_model_len: int, multi_adapter: bool = False):
         self.model = model
         self.device = next(model.parameters()).device
@@ -87,30 +89,11 @@ class ModelRunner:
         self.adapters = set(getattr(model, "peft_config", {})) if multi_adapter else set()  # the loaded LoRA names
         self._neg = torch.finfo(self.dtype).min
 
-    def load_adapter(self, name: str, path: str) -> None:
-        """A LoRA loaded at run time (the server's /v1/load_lora_adapter); on the engine thread, between steps."""
-        from peft import PeftModel
-
-        if self.adapters:
-            self.model.load_adapter(path, adapter_name=name)
-        else:
-            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
-        self.model.eval()
-        self.adapters.add(name)
-
-    def unload_adapter(self, name: str) -> None:
-        if self.adapters == {name}:
-            # PEFT cannot run a PeftModel left without adapters: the last one goes back to the plain base.
-            self.model = self.model.unload()
-        else:
-            self.model.delete_adapter(name)
-        self.adapters.discard(name)
-
     def _forward(self, requests: Sequence[Request], ids, positions, mask, keep: int) -> torch.Tensor:
         extra = {}
         if self.adapters:
             # PEFT routes each row through its own LoRA (mixed-adapter batch); rows with no adapter use the base.
-            extra["adapter_names"] = [r.adapter or BASE_ADAPTER for r in requests]
+            extra["adapter_names"] = self.adapter_names(requests)
         out = self.model(
             input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=self.kv,
             use_cache=True, logits_to_keep=keep, **extra,
