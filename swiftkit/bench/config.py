@@ -56,5 +56,5 @@ class BenchEngineConfig(CommandConfig):
         "a prompt of this many tokens arrives after a quarter of them; the streams' inter-token latency with chunked "
         "prefill (--prefill-chunk), with whole-prompt prefill, and with no long prompt, in the same run (paged KV).",
     )
-    prefill_chunk: int = Field(512, ge=1, description="The long-prompt workload's --max-prefill-chunk.")
+    prefill_chunk: int = Field(256, ge=1, description="The long-prompt workload's --max-prefill-chunk.")
     output: str | None = Field(None, description="Also write the results as JSON to this file.")

@@ -46,6 +46,11 @@ class EngineConfig(ModelOptions):
         0, ge=0, le=16, description="Paged KV: prompt-lookup speculative decoding, up to this many draft tokens a step, "
         "verified in one forward; used when every running request is greedy without logprobs (0: off).",
     )
+    max_prefill_chunk: int = Field(
+        256, ge=0, description="Paged KV (chunked prefill): prompt tokens computed per engine step at most; a longer "
+        "prompt enters in chunks between the running requests' decode steps instead of stalling them for its whole "
+        "prefill (smaller: steadier streams, slower long prompts; 0: whole prompts).",
+    )
 
 
 class DeploymentModel(EngineConfig):

@@ -66,7 +66,7 @@ class ServedModel:
                                 max_queue=cfg.max_queue, max_batched_tokens=cfg.max_batched_tokens, seed=cfg.seed,
                                 engine=cfg.engine, enforce_eager=cfg.enforce_eager, kv_cache=cfg.kv_cache,
                                 kv_cache_memory=cfg.kv_cache_memory, prefix_caching=cfg.enable_prefix_caching,
-                                speculative_tokens=cfg.speculative_ngram)
+                                speculative_tokens=cfg.speculative_ngram, max_prefill_chunk=cfg.max_prefill_chunk)
         return (engine_cls or AsyncEngine)(self.model, self.tokenizer, self.eos_ids, options,
                                            multi_adapter=bool(self.adapters or getattr(cfg, "adapter_dir", None)),
                                            on_step=on_step)

@@ -9,7 +9,7 @@ fast_model.py, kernels.py, fast_runner.py  the fast runner: own Qwen2/Llama forw
 vllm.py     vLLM's async engine behind the same interface (--engine vllm)
 sampler.py  per-row logits processing and sampling
 detokenizer.py incremental text + stop strings
-scheduler.py who joins / leaves the running batch between steps
+scheduler.py who joins / leaves the running batch between steps, and (paged) which prompt chunks a step computes
 engine.py   the background thread that loops step() and delivers outputs
 """
 

@@ -93,7 +93,7 @@ class Engine:
     def submit(self, req: Request) -> None:
         """Queue a request; raises QueueFull when the waiting queue is at its bound, ValueError for
         parameters the sampler cannot represent (they would fail the whole batch's step)."""
-        free = self.options.max_num_seqs - len(self.scheduler.running)
+        free = self.options.max_num_seqs - len(self.scheduler.running) - len(self.scheduler.prefilling)
         if self.queue_depth() >= self.options.max_queue + max(free, 0):
             raise QueueFull(f"the request queue is full ({self.options.max_queue} waiting)")
         check_params(req.params)
