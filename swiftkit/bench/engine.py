@@ -318,9 +318,13 @@ def long_prompt(model, tokenizer, cfg: BenchEngineConfig, concurrency: list[int]
     for n in concurrency:
         streams = torch.randint(0, vocab, (n, cfg.prompt_len), generator=gen).tolist()
         row: dict[str, Any] = {"concurrency": n, "long_prompt": cfg.long_prompt, "chunk": cfg.prefill_chunk}
+        # A pool of what the run holds at most (a block of slack per sequence, 2 % for the admission watermark),
+        # not the slots × max length default: on a GPU that takes most free memory, and the 30k-token prefill needs some.
+        live = int(1.02 * (n * (cfg.prompt_len + cfg.max_tokens + 16) + cfg.long_prompt + 32))
         for key, chunk, arriving in (("none", 0, None), ("chunked", cfg.prefill_chunk, long), ("whole", 0, long)):
             options = EngineOptions(max_num_seqs=n + 1, max_model_len=max(cfg.long_prompt, cfg.prompt_len) + cfg.max_tokens + 1,
-                                    max_queue=n + 1, engine="fast", kv_cache="paged", max_prefill_chunk=chunk)
+                                    max_queue=n + 1, engine="fast", kv_cache="paged", max_prefill_chunk=chunk,
+                                    kv_cache_memory=kv_gib(model, live))
             engine = Engine(model, tokenizer, [], options)
             run_engine(engine, streams[:2], 4)  # warm-up
             row[key] = stream_latency(engine, streams, arriving, cfg.max_tokens)
@@ -330,6 +334,16 @@ def long_prompt(model, tokenizer, cfg: BenchEngineConfig, concurrency: list[int]
         row["chunked_whole_p99_ratio"] = row["chunked"]["itl_p99_entering_ms"] / row["whole"]["itl_p99_entering_ms"]
         runs.append(row)
     return runs
+
+
+def kv_gib(model, tokens: int) -> float:
+    """GiB of keys and values for `tokens` positions of this model."""
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * next(model.parameters()).element_size()
+    return per_token * tokens / 2**30
 
 
 def stream_latency(engine, streams: list[list[int]], long: list[int] | None, max_tokens: int) -> dict[str, float]:
@@ -355,6 +369,7 @@ def stream_latency(engine, streams: list[list[int]], long: list[int] | None, max
     gaps = [(b - a, step) for s in stamps for (a, _), (b, step) in zip(s, s[1:], strict=False)]
     result = {f"itl_{name}_ms": 1000 * percentile([g for g, _ in gaps], q) for name, q in (("p50", 0.5), ("p99", 0.99))}
     result["itl_max_ms"] = 1000 * max(g for g, _ in gaps)
+    result["preemptions"] = engine.preemptions  # 0 unless the pool was too small (it would skew the latencies)
     if first:
         entering = [g for g, step in gaps if arrived[0][1] < step <= first[0][1]]
         result["itl_p99_entering_ms"] = 1000 * percentile(entering, 0.99)

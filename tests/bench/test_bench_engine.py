@@ -53,6 +53,7 @@ def test_bench_engine_long_prompt_workload(tmp_path):
                    "--prefill-chunk", "32", "--output", result, check=True)
     (row,) = json.loads(result.read_text())["long_prompt"]
     assert row["chunk"] == 32 and "long_ttft_ms" not in row["none"]
+    assert [row[k]["preemptions"] for k in ("none", "chunked", "whole")] == [0, 0, 0]  # the pool is sized to the run
     for key in ("chunked", "whole"):
         assert row[key]["itl_p99_entering_ms"] > 0 and row[key]["long_ttft_ms"] > 0 and row[f"{key}_p99_ratio"] > 0
     assert "long prompt mid-run" in proc.stdout

@@ -27,18 +27,18 @@ def test_infer_writes_results_and_resumes(toy_model, tmp_path):
     assert "already" in again.stderr and len(out.read_text().splitlines()) == 3
 
 
-def test_infer_engine_flag_picks_the_runner_and_both_answer_alike(toy_model, tmp_path):
+def test_infer_engine_flag_picks_the_runner_and_all_answer_alike_chunked_or_not(toy_model, tmp_path):
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(json.dumps({"id": str(i), "question": f"What is the larger of {a} and {b}?"}) + "\n"
                             for i, (a, b) in enumerate([(12, 57), (88, 31), (40, 44), (9, 90)])))
     answers = {}
-    for engine in ("fast", "plain"):
-        out = tmp_path / f"{engine}.jsonl"
+    for engine, chunk in (("fast", "256"), ("fast", "8"), ("plain", "256")):  # 8: every prompt enters in chunks
+        out = tmp_path / f"{engine}-{chunk}.jsonl"
         proc = run_cli("infer", "--model", toy_model, "--data", data, "--output", out, "--max-tokens", "12",
-                       "--engine", engine, "--dtype", "float32", check=True)
+                       "--engine", engine, "--dtype", "float32", "--max-prefill-chunk", chunk, check=True)
         assert f"engine {engine}" in " ".join(proc.stderr.split())  # the log names the runner actually used
-        answers[engine] = {r["id"]: r["response"] for r in map(json.loads, out.read_text().splitlines())}
-    assert answers["fast"] == answers["plain"] and len(answers["fast"]) == 4
+        answers[engine, chunk] = {r["id"]: r["response"] for r in map(json.loads, out.read_text().splitlines())}
+    assert answers["fast", "256"] == answers["fast", "8"] == answers["plain", "256"] and len(answers["plain", "256"]) == 4
 
 
 def test_infer_bad_row_is_one_line_error(toy_model, tmp_path):
