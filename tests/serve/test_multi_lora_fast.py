@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from swiftkit.serve.engine import lora
 from swiftkit.serve.engine.engine import Engine, EngineOptions
 from swiftkit.serve.engine.fast_runner import PagedRunner
 from swiftkit.serve.engine.request import Request, SamplingParams
@@ -16,7 +17,10 @@ NEW = 12
 @pytest.fixture(scope="module")
 def prompts(reference) -> list[list[int]]:
     tok = reference.tokenizer
-    return [tok(text)["input_ids"] for text in ("21 + 43 =", "the larger of 7 and 9 is", "12 + 5 =", "a b c d")]
+    texts = ("21 + 43 =", "the larger of 7 and 9 is", "12 + 5 =", "a b c d")
+    # One long prompt: without the dense path, a first prefill of more than DECODE_ROWS tokens takes the per-adapter
+    # loop, decode the gather.
+    return [tok(text)["input_ids"] for text in texts] + [tok("1 2 3 4 5 6 7 8 9 10 " * 4 + "11")["input_ids"]]
 
 
 def engine(toy_model, engine_kind: str = "auto") -> Engine:
@@ -58,7 +62,9 @@ def change(eng: Engine, op: str, name: str, path=None) -> None:
     future.result(timeout=0)
 
 
-def test_mixed_adapter_batches_on_the_fast_engine_equal_peft(toy_model, adapters, reference, prompts):
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "gather-and-loop"])
+def test_mixed_adapter_batches_on_the_fast_engine_equal_peft(toy_model, adapters, reference, prompts, dense, monkeypatch):
+    monkeypatch.setattr(lora, "DENSE_RANKS", lora.DENSE_RANKS if dense else 0)  # LoraStack's two ways
     eng = engine(toy_model)
     assert isinstance(eng.runner, PagedRunner)  # the fast path, not the transformers forward
     want = {a: [reference(p, NEW, a) for p in prompts] for a in (None, "alpha", "beta")}

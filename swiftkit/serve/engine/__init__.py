@@ -6,6 +6,7 @@ kv_blocks.py paged KV: block pool, block tables, prefix cache (the fast runner's
 spec.py     prompt-lookup speculative decoding (drafts and greedy acceptance)
 runner.py   picks a runner; the plain one: batched prefill / decode of a transformers causal LM over that cache
 fast_model.py, kernels.py, fast_runner.py  the fast runner: own Qwen2/Llama forward, Triton kernels, CUDA graphs
+lora.py     the LoRA adapters a runner serves: names, run-time load/unload, stacked weights for mixed batches
 vllm.py     vLLM's async engine behind the same interface (--engine vllm)
 sampler.py  per-row logits processing and sampling
 detokenizer.py incremental text + stop strings

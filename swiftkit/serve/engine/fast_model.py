@@ -14,7 +14,7 @@ the extra slot absorbs the writes of padding rows in a CUDA-graph batch bucket.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from swiftkit.serve.engine import kernels
+from swiftkit.serve.engine.lora import LoraBatch, LoraStack
 
 SUPPORTED = ("qwen2", "llama", "mistral")
 # cuDNN's attention (torch's first choice on Hopper) plans every new shape, and prompt shapes always vary.
@@ -145,9 +146,8 @@ class FastDecoder:
         self.device = self.embed.device
         self.max_len = max_len
         self._inner, self._cpu = inner, cpu
-        # The adapter of each row (decode) or token (prefill) of the forward under way, for PEFT's mixed-adapter
-        # batch in every LoRA layer; None: PEFT's active adapter for all (training rollouts) or no LoRA at all.
-        self.adapter_names: list[str] | None = None
+        self._names: list[str] | None = None
+        self._batch: LoraBatch | None = None
         self.rebuild()
         # RoPE tables from the model's own rotary module (covers llama3/yarn/linear scaling).
         positions = torch.arange(max_len, device=self.device)[None]
@@ -167,24 +167,64 @@ class FastDecoder:
             self.k_cache[:, rows].zero_()
             self.v_cache[:, rows].zero_()
 
-    def rebuild(self) -> None:
-        """The per-layer calls, again after adapters were loaded or unloaded (PEFT wraps or unwraps projections)."""
-        cpu, call = self._cpu, self._call
+    def rebuild(self, adapters: Sequence[str] | None = None) -> None:
+        """The per-layer calls, again after adapters were loaded or unloaded (PEFT wraps or unwraps projections).
+
+        `adapters`: the served adapters, whose LoRAs are stacked per projection for mixed batches (`adapter_names`
+        picks each row's); None: LoRA layers run as PEFT's modules, with their active adapter and live weights
+        (training rollouts, where the optimizer moves them between calls)."""
+        self._index = {name: i for i, name in enumerate(adapters or (), 1)}
+        self._order = None if adapters is None else list(adapters)
         self.layers = [
             _Layer(
                 ln1=layer.input_layernorm.weight,
-                qkv=_fused([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj], cpu, call),
-                o=functools.partial(call, layer.self_attn.o_proj),
+                qkv=self._projection([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+                o=self._projection([layer.self_attn.o_proj]),
                 ln2=layer.post_attention_layernorm.weight,
-                gate_up=_fused([layer.mlp.gate_proj, layer.mlp.up_proj], cpu, call),
-                down=functools.partial(call, layer.mlp.down_proj),
+                gate_up=self._projection([layer.mlp.gate_proj, layer.mlp.up_proj]),
+                down=self._projection([layer.mlp.down_proj]),
             )
             for layer in self._inner.layers
         ]
 
+    @property
+    def adapter_names(self) -> list[str] | None:
+        """The adapter of each row (decode) or token (prefill) of the forward under way; None: no adapters."""
+        return self._names
+
+    @adapter_names.setter
+    def adapter_names(self, names: list[str] | None) -> None:
+        self._names = names
+        self._batch = LoraBatch(names, self._index, self.device) if names is not None and self._order is not None else None
+
+    def _projection(self, modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """x -> the outputs of `modules` side by side: base weights fused, plus each LoRA layer's delta for the
+        rows' adapters from its stack (PEFT's own call where a layer cannot be stacked, or without `adapters`)."""
+        wrapped = [_lora_wrapped(m) for m in modules]
+        stacks = [LoraStack.of(m, self._order) if w and self._order is not None else None for m, w in zip(modules, wrapped, strict=True)]
+        if any(w and st is None for w, st in zip(wrapped, stacks, strict=True)):
+            return _fused(modules, self._cpu, self._call) if len(modules) > 1 else functools.partial(self._call, modules[0])
+        bases = [m.base_layer if w else m for m, w in zip(modules, wrapped, strict=True)]
+        base = _fused(bases, self._cpu, self._call) if len(bases) > 1 else bases[0]
+        if not any(wrapped):
+            return base
+        widths = [b.out_features for b in bases]
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            out = base(x)
+            if self._batch is not None:
+                col = 0
+                for stack, width in zip(stacks, widths, strict=True):
+                    if stack is not None:
+                        out[:, col:col + width] += stack.delta(x, self._batch)
+                    col += width
+            return out
+
+        return forward
+
     def _call(self, module, x: torch.Tensor) -> torch.Tensor:
-        if self.adapter_names is not None and _lora_wrapped(module):
-            return module(x, adapter_names=self.adapter_names)
+        if self._names is not None and _lora_wrapped(module):
+            return module(x, adapter_names=self._names)
         return module(x)
 
     def cache_bytes(self) -> int:

@@ -131,6 +131,8 @@ class PagedRunner(AdapterHost):
         self.model = model
         self.adapters = set(getattr(model, "peft_config", {})) if multi_adapter else set()
         self.net = FastDecoder(decoder_of(model), num_slots, max_model_len + 1, blocks=(num_blocks, block_size))
+        if multi_adapter:
+            self.net.rebuild(sorted(self.adapters))
         self.device = self.net.device
         self.max_model_len = max_model_len
         self.num_slots = num_slots
@@ -233,7 +235,8 @@ class PagedRunner(AdapterHost):
         return self.net.prefill_paged(*flat, spans, all_logits=True)[1]
 
     def adapters_changed(self) -> None:
-        self.net.rebuild()
+        # PEFT wraps and unwraps the projections in place: the decoder's model is the same object, re-read.
+        self.net.rebuild(sorted(self.adapters))
         self.blocks.reset_prefix_cache()  # an adapter name may come back with other weights
 
     def register(self, req: Request) -> None:

@@ -1,12 +1,15 @@
 """The LoRA adapters a runner serves: PEFT holds them, this keeps the names and loads / unloads at run time.
 
-Both runners use PEFT's mixed-adapter batch (`adapter_names=[...]`, one name per row or token; rows with no
-adapter run the base), the plain one through the transformers forward, the paged fast one in each LoRA layer.
+Both runners batch rows of different adapters (one name per row or token; rows with no adapter run the base):
+the plain one through PEFT's mixed-adapter batch in the transformers forward, the paged fast one with the
+adapters' weights stacked per projection (LoraStack) next to the fused base projections.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import torch
 
 from swiftkit.serve.engine.request import Request
 
@@ -49,3 +52,77 @@ class AdapterHost:
 
     def adapters_changed(self) -> None:
         """PEFT wrapped or unwrapped projections (a runner with its own forward re-reads them)."""
+
+
+DECODE_ROWS = 64  # up to this many rows each gather their own A and B; more (prefill) loop over the adapters present
+DENSE_RANKS = 512  # adapters x rank up to this: every row runs every adapter's A and keeps its own (no gather, no loop)
+
+
+class LoraBatch:
+    """One forward's adapters: each row's index into the stacks (0: none), the rows of each adapter present (for
+    many rows), and per rank the dense path's mask."""
+
+    def __init__(self, names: Sequence[str], index: dict[str, int], device):
+        ids = [index.get(n, 0) for n in names]
+        self.index = torch.tensor(ids, device=device)
+        self.groups = None
+        if len(ids) > DECODE_ROWS:
+            self.groups = [(k, (self.index == k).nonzero()[:, 0]) for k in sorted(set(ids) - {0})]
+        self._masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
+
+    def mask(self, adapters: int, rank: int, dtype: torch.dtype) -> torch.Tensor:
+        """[rows, adapters * rank]: 1 where the column belongs to the row's own adapter."""
+        key = (adapters, rank, dtype)
+        if key not in self._masks:
+            owner = torch.arange(1, adapters + 1, device=self.index.device).repeat_interleave(rank)
+            self._masks[key] = (self.index[:, None] == owner[None]).to(dtype)
+        return self._masks[key]
+
+
+class LoraStack:
+    """Every served adapter's LoRA of one projection, stacked: [adapters + 1, rank, in] and [adapters + 1, out, rank]
+    (index 0 is zeros: no adapter; ranks padded with zeros; B carries the scaling), in the projection's dtype.
+
+    Why not PEFT's mixed batch: per layer and step it loops over the adapters present (a gather, two matmuls and a
+    scatter each). Here, with few adapters x rank, two dense matmuls serve every row (each row runs all the A's and
+    keeps its own block, which then meets only its own B); otherwise decode rows gather their own A and B (one
+    pair of batched matmuls) and prefill loops over the adapters present. The base projections stay fused."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        self.a, self.b = a, b
+        adapters, rank = a.shape[0] - 1, a.shape[1]
+        self.dense = adapters * rank <= DENSE_RANKS
+        if self.dense:
+            self.a_cat = a[1:].reshape(adapters * rank, -1)  # [adapters * rank, in]
+            self.b_cat = b[1:].permute(1, 0, 2).reshape(b.shape[1], adapters * rank)  # [out, adapters * rank]
+
+    @classmethod
+    def of(cls, module, order: Sequence[str]) -> LoraStack | None:
+        """The stack of a PEFT LoRA layer; None when it holds something else than plain LoRA (DoRA and the other
+        variants, a LoRA bias): PEFT's own mixed batch runs that layer."""
+        names = [n for n in order if n in module.lora_A]
+        if any(n in getattr(module, "lora_variant", {}) or module.lora_B[n].bias is not None for n in names):
+            return None
+        base = module.base_layer
+        weight = base.weight
+        rank = max((module.lora_A[n].weight.shape[0] for n in names), default=1)
+        a = torch.zeros(len(order) + 1, rank, base.in_features, dtype=weight.dtype, device=weight.device)
+        b = torch.zeros(len(order) + 1, base.out_features, rank, dtype=weight.dtype, device=weight.device)
+        for i, name in enumerate(order, 1):
+            if name in module.lora_A:
+                r = module.lora_A[name].weight.shape[0]
+                a[i, :r] = module.lora_A[name].weight.detach()
+                b[i, :, :r] = module.lora_B[name].weight.detach() * module.scaling[name]
+        return cls(a, b)
+
+    def delta(self, x: torch.Tensor, batch: LoraBatch) -> torch.Tensor:
+        if self.dense:
+            mask = batch.mask(self.a.shape[0] - 1, self.a.shape[1], x.dtype)
+            return ((x @ self.a_cat.T) * mask) @ self.b_cat.T
+        if batch.groups is None:
+            idx = batch.index
+            return torch.bmm(self.b[idx], torch.bmm(self.a[idx], x[:, :, None]))[:, :, 0]
+        out = x.new_zeros(x.shape[0], self.b.shape[1])
+        for k, rows in batch.groups:
+            out[rows] = (x[rows] @ self.a[k].T) @ self.b[k].T
+        return out

@@ -35,7 +35,7 @@ def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto",
         device = next(model.parameters()).device
         paged = kv_cache == "paged" or (kv_cache == "auto" and device.type != "cuda")
         if reason is None and multi_adapter and not paged:
-            reason = "LoRA adapters with the slot cache (its CUDA graphs cannot hold PEFT's mixed-adapter batch; --kv-cache paged can)"
+            reason = "LoRA adapters with the slot cache (the slot runner does not batch adapters yet; --kv-cache paged does)"
         if reason is None:
             if paged:
                 blocks = pool_blocks(model, num_slots, max_model_len, block_size, kv_cache_memory)
