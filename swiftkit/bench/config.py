@@ -52,9 +52,9 @@ class BenchEngineConfig(CommandConfig):
         "prompt-lookup speculative decoding of up to this many draft tokens, against the same engine without it.",
     )
     long_prompt: int = Field(
-        0, ge=0, description="Also run the long-prompt-mid-run workload: --concurrency streams decode --max-tokens each and "
-        "a prompt of this many tokens arrives after a quarter of them; the streams' inter-token latency with chunked "
-        "prefill (--prefill-chunk), with whole-prompt prefill, and with no long prompt, in the same run (paged KV).",
+        0, ge=0, description="Also run the long-prompt-mid-run workload: --concurrency streams decode --max-tokens each "
+        "and a prompt of this many tokens arrives once all have started and the first has a quarter; their inter-token "
+        "latency with chunked prefill (--prefill-chunk), whole-prompt prefill and no long prompt, in one run (paged KV).",
     )
     prefill_chunk: int = Field(256, ge=1, description="The long-prompt workload's --max-prefill-chunk.")
     output: str | None = Field(None, description="Also write the results as JSON to this file.")

@@ -10,10 +10,11 @@ submitted at once, each generating exactly --max-tokens (ignore_eos, greedy). En
 Shared prefix (--shared-prefix N): N common tokens + --prompt-len own ones per request, all submitted at
 once (a cold cache: the burst computes the prefix once), through the paged fast engine with prefix caching
 on, then off; TTFT p50 and tok/s side by side with the ratio.
-Long prompt mid-run (--long-prompt N): --concurrency streams decode, and after a quarter of their tokens one
-N-token prompt arrives; the streams' inter-token latency (p50 / p99 / max over the run, p99 over the steps while
-it enters) with chunked prefill, with the prompt prefilled whole, and with no long prompt at all (the baseline),
-paged fast engine; the ratios of the p99 while it enters to the baseline's p99, and chunked to whole.
+Long prompt mid-run (--long-prompt N): --concurrency streams decode, and once all have started and the first has
+a quarter of its tokens, one N-token prompt arrives; the streams' inter-token latency once all have started
+(p50 / p99 / max, and p99 over the steps while it enters) with chunked prefill, with the prompt prefilled whole,
+and with no long prompt at all (the baseline), paged fast engine; the ratios of the p99 while it enters to the
+baseline's p99, and chunked to whole.
 Fidelity: on fixed random tokens, the fast path's logits (a prefill, then teacher-forced decode
 steps) against one forward of the transformers model: per-position max |Δlogit|, KL and argmax
 agreement (on random-init bf16 weights the logits are nearly flat, so argmax equality alone says little).
@@ -347,9 +348,10 @@ def kv_gib(model, tokens: int) -> float:
 
 
 def stream_latency(engine, streams: list[list[int]], long: list[int] | None, max_tokens: int) -> dict[str, float]:
-    """The streams' gaps between tokens (a step's outputs are delivered together at its end), with `long`
-    submitted once the first stream has a quarter of its tokens: over the whole run, and over the steps from
-    its arrival to its first token (where a whole-prompt prefill's one stall is not hidden among the rest)."""
+    """The streams' gaps between tokens (a step's outputs are delivered together at its end) once every stream
+    has started (admitting them is not what this measures), with `long` submitted when the first stream also has
+    a quarter of its tokens: over the rest of the run, and over the steps from its arrival to its first token
+    (where a whole-prompt prefill's one stall is not hidden among the other gaps)."""
     from swiftkit.serve.engine.request import Request, SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
@@ -360,13 +362,14 @@ def stream_latency(engine, streams: list[list[int]], long: list[int] | None, max
     arrived, first = [], []  # (time, step after which it was submitted), (time, step) of its first token
 
     def arrive() -> None:
-        if long is not None and not arrived and len(stamps[0]) >= max_tokens // 4:
+        if long is not None and not arrived and all(stamps) and len(stamps[0]) >= max_tokens // 4:
             arrived.append((time.perf_counter(), engine.steps))
             engine.submit(Request(list(long), SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True),
                                   sink=lambda o: o.token_ids and not first and first.append((time.perf_counter(), engine.steps))))
 
     engine.drain(arrive)
-    gaps = [(b - a, step) for s in stamps for (a, _), (b, step) in zip(s, s[1:], strict=False)]
+    started = max(s[0][1] for s in stamps)
+    gaps = [(b - a, step) for s in stamps for (a, _), (b, step) in zip(s, s[1:], strict=False) if step > started]
     result = {f"itl_{name}_ms": 1000 * percentile([g for g, _ in gaps], q) for name, q in (("p50", 0.5), ("p99", 0.99))}
     result["itl_max_ms"] = 1000 * max(g for g, _ in gaps)
     result["preemptions"] = engine.preemptions  # 0 unless the pool was too small (it would skew the latencies)
