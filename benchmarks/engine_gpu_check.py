@@ -5,6 +5,7 @@
 2. The trained toy model in fp32 on CUDA: the fast engine (CUDA graphs) against the plain engine and
    HF `generate` — greedy tokens must be equal; seeded sampling (temperature, top-p, top-k,
    repetition penalty) must give the same tokens on both engines.
+3. Multi-LoRA on the slot cache's CUDA graphs (stacked LoRAs, static adapter ids) against the plain engine.
 
     python benchmarks/engine_gpu_check.py TOY_DIR     (exit status 1 when a check fails)
 """
@@ -103,9 +104,46 @@ def toy_checks(toy_dir: str) -> None:
             failures.append(f"toy {label}")
 
 
+def lora_checks(toy_dir: str) -> None:
+    """Multi-LoRA on the slot cache's CUDA graphs: rows of the base and of two random LoRAs in one batch, greedy,
+    against the plain engine (PEFT's mixed batch)."""
+    from peft import LoraConfig, get_peft_model
+
+    from swiftkit.loading import load_model
+
+    def model_with_adapters():
+        model, tokenizer, _ = load_model(toy_dir, dtype="float32", device="cuda")
+        torch.manual_seed(3)
+        cfg = LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, target_modules=["q_proj", "v_proj", "down_proj"])
+        peft_model = get_peft_model(model, cfg, adapter_name="a")
+        peft_model.add_adapter("b", cfg)
+        return peft_model.eval(), tokenizer
+
+    prompts = [[5 + i, 17, 29 + 2 * i, 40] * (1 + i % 3) for i in range(12)]
+    names = [(None, "a", "b")[i % 3] for i in range(12)]
+    outputs = {}
+    for kind in ("fast", "plain"):
+        model, tokenizer = model_with_adapters()
+        engine = Engine(model, tokenizer, [], EngineOptions(max_num_seqs=8, max_model_len=128, engine=kind),
+                        multi_adapter=True)
+        params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+        requests = [Request(list(p), params, sink=lambda o: None, adapter=n) for p, n in zip(prompts, names, strict=True)]
+        for r in requests:
+            engine.submit(r)
+        engine.drain()
+        outputs[kind] = [r.output_ids for r in requests]
+        print(f"     {kind}: {type(engine.runner).__name__}, graphs {len(getattr(engine.runner, '_graphs', {}))}")
+    same = sum(a == b for a, b in zip(outputs["fast"], outputs["plain"], strict=True))
+    print(f"{'ok  ' if same == len(prompts) else 'FAIL'} toy fp32 multi-LoRA greedy (graphs): fast == plain for "
+          f"{same}/{len(prompts)}; {len({tuple(x) for x in outputs['fast']})} distinct outputs")
+    if same != len(prompts):
+        failures.append("toy multi-LoRA")
+
+
 if __name__ == "__main__":
     print(torch.cuda.get_device_name(), torch.__version__)
     kernel_checks()
     toy_checks(sys.argv[1])
+    lora_checks(sys.argv[1])
     print("FAILED: " + ", ".join(failures) if failures else "all checks passed")
     sys.exit(1 if failures else 0)

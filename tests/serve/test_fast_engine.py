@@ -98,13 +98,19 @@ def test_fast_runner_prompt_logprobs_match_plain(toy):
 
 
 def test_fast_engine_refuses_what_it_cannot_run_and_auto_falls_back(toy, tmp_path):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Qwen3Config
 
     from swiftkit.errors import SwiftkitError
 
     model, tokenizer, _ = toy
-    with pytest.raises(SwiftkitError, match="LoRA adapters with the slot cache"):  # the paged cache runs them (test_multi_lora_fast)
-        Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64, engine="fast", kv_cache="slots"),
+    # Plain LoRAs run on the fast path with either cache (test_multi_lora_fast); a DoRA one cannot be stacked for
+    # the slot cache's graphs.
+    dora = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj"], use_dora=True)).eval()
+    with pytest.raises(SwiftkitError, match="LoRA variants"):
+        Engine(dora, tokenizer, [0], EngineOptions(max_num_seqs=2, max_model_len=64, engine="fast", kv_cache="slots"),
                multi_adapter=True)
     qwen3 = AutoModelForCausalLM.from_config(Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,

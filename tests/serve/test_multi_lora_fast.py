@@ -1,6 +1,7 @@
-"""LoRA adapters on the fast paged engine (the CPU default): rows of different adapters and the base in one
-batch, adapters loaded and unloaded between steps (the last one too), each row's greedy tokens equal to PEFT
-generating with that adapter alone; and the same batch on the plain engine gives the same tokens."""
+"""LoRA adapters on the fast engine (paged KV, the CPU default, and the slot cache, the CUDA default): rows of
+different adapters and the base in one batch, adapters loaded and unloaded between steps (the last one too), each
+row's greedy tokens equal to PEFT generating with that adapter alone; and the same batch on the plain engine gives
+the same tokens."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from swiftkit.serve.engine import lora
 from swiftkit.serve.engine.engine import Engine, EngineOptions
-from swiftkit.serve.engine.fast_runner import PagedRunner
+from swiftkit.serve.engine.fast_runner import FastRunner, PagedRunner
 from swiftkit.serve.engine.request import Request, SamplingParams
 
 NEW = 12
@@ -23,11 +24,11 @@ def prompts(reference) -> list[list[int]]:
     return [tok(text)["input_ids"] for text in texts] + [tok("1 2 3 4 5 6 7 8 9 10 " * 4 + "11")["input_ids"]]
 
 
-def engine(toy_model, engine_kind: str = "auto") -> Engine:
+def engine(toy_model, engine_kind: str = "auto", kv_cache: str = "auto") -> Engine:
     from swiftkit.loading import load_model
 
     model, tokenizer, _ = load_model(str(toy_model), dtype="float32", device="cpu")
-    options = EngineOptions(max_num_seqs=8, max_model_len=128, engine=engine_kind, prefix_caching=True)
+    options = EngineOptions(max_num_seqs=8, max_model_len=128, engine=engine_kind, prefix_caching=True, kv_cache=kv_cache)
     return Engine(model, tokenizer, [tokenizer.eos_token_id], options, multi_adapter=True)
 
 
@@ -62,11 +63,14 @@ def change(eng: Engine, op: str, name: str, path=None) -> None:
     future.result(timeout=0)
 
 
-@pytest.mark.parametrize("dense", [True, False], ids=["dense", "gather-and-loop"])
-def test_mixed_adapter_batches_on_the_fast_engine_equal_peft(toy_model, adapters, reference, prompts, dense, monkeypatch):
+@pytest.mark.parametrize("kv_cache, dense", [("paged", True), ("paged", False), ("slots", True), ("slots", False)],
+                         ids=["paged-dense", "paged-gather-and-loop", "slots-dense", "slots-gather-and-loop"])
+def test_mixed_adapter_batches_on_the_fast_engine_equal_peft(toy_model, adapters, reference, prompts, kv_cache, dense,
+                                                             monkeypatch):
+    """The slot runner runs eagerly here (CPU); on CUDA the same decode is a graph replay over its static adapter ids."""
     monkeypatch.setattr(lora, "DENSE_RANKS", lora.DENSE_RANKS if dense else 0)  # LoraStack's two ways
-    eng = engine(toy_model)
-    assert isinstance(eng.runner, PagedRunner)  # the fast path, not the transformers forward
+    eng = engine(toy_model, kv_cache=kv_cache)
+    assert isinstance(eng.runner, PagedRunner if kv_cache == "paged" else FastRunner)  # not the transformers forward
     want = {a: [reference(p, NEW, a) for p in prompts] for a in (None, "alpha", "beta")}
     assert len({tuple(map(tuple, v)) for v in want.values()}) == 3  # the adapters really differ
 

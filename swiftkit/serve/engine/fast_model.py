@@ -146,8 +146,8 @@ class FastDecoder:
         self.device = self.embed.device
         self.max_len = max_len
         self._inner, self._cpu = inner, cpu
-        self._names: list[str] | None = None
-        self._batch: LoraBatch | None = None
+        self._names: list[str] | None = None  # the next forward's adapter per row or token (PEFT's mixed batch)
+        self.lora: LoraBatch | None = None  # ... as indices into the stacked LoRAs
         self.rebuild()
         # RoPE tables from the model's own rotary module (covers llama3/yarn/linear scaling).
         positions = torch.arange(max_len, device=self.device)[None]
@@ -170,7 +170,7 @@ class FastDecoder:
     def rebuild(self, adapters: Sequence[str] | None = None) -> None:
         """The per-layer calls, again after adapters were loaded or unloaded (PEFT wraps or unwraps projections).
 
-        `adapters`: the served adapters, whose LoRAs are stacked per projection for mixed batches (`adapter_names`
+        `adapters`: the served adapters, whose LoRAs are stacked per projection for mixed batches (`use_adapters`
         picks each row's); None: LoRA layers run as PEFT's modules, with their active adapter and live weights
         (training rollouts, where the optimizer moves them between calls)."""
         self._index = {name: i for i, name in enumerate(adapters or (), 1)}
@@ -187,15 +187,19 @@ class FastDecoder:
             for layer in self._inner.layers
         ]
 
-    @property
-    def adapter_names(self) -> list[str] | None:
-        """The adapter of each row (decode) or token (prefill) of the forward under way; None: no adapters."""
-        return self._names
+    def adapter_ids(self, names: Sequence[str]) -> list[int]:
+        return [self._index.get(n, 0) for n in names]
 
-    @adapter_names.setter
-    def adapter_names(self, names: list[str] | None) -> None:
+    def use_adapters(self, names: list[str] | None, decode: bool, index: torch.Tensor | None = None) -> None:
+        """The adapter of each row (decode) or token (prefill) of the next forward, by name; a CUDA graph's
+        decode passes a static buffer of `adapter_ids` instead. None and no index: no adapters."""
         self._names = names
-        self._batch = LoraBatch(names, self._index, self.device) if names is not None and self._order is not None else None
+        if self._order is None or (names is None and index is None):
+            self.lora = None
+            return
+        if index is None:
+            index = torch.tensor(self.adapter_ids(names), device=self.device)
+        self.lora = LoraBatch(index, decode)
 
     def _projection(self, modules: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
         """x -> the outputs of `modules` side by side: base weights fused, plus each LoRA layer's delta for the
@@ -212,11 +216,11 @@ class FastDecoder:
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             out = base(x)
-            if self._batch is not None:
+            if self.lora is not None:
                 col = 0
                 for stack, width in zip(stacks, widths, strict=True):
                     if stack is not None:
-                        out[:, col:col + width] += stack.delta(x, self._batch)
+                        out[:, col:col + width] += stack.delta(x, self.lora)
                     col += width
             return out
 

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import torch
 
 from swiftkit.console import console
+from swiftkit.errors import SwiftkitError
 from swiftkit.serve.engine.fast_model import FastDecoder, decoder_of
 from swiftkit.serve.engine.kv_blocks import BlockManager
-from swiftkit.serve.engine.lora import AdapterHost
+from swiftkit.serve.engine.lora import AdapterHost, stackable
 from swiftkit.serve.engine.request import Request
 
 
@@ -31,23 +32,28 @@ def attention_splits(sms: int, rows: int, kv_heads: int) -> int:
     return min(64, 1 << (splits.bit_length() - 1))
 
 
-class FastRunner:
-    def __init__(self, model, num_slots: int, max_model_len: int, enforce_eager: bool = False):
-        self.net = FastDecoder(model, num_slots, max_model_len + 1)
+class FastRunner(AdapterHost):
+    def __init__(self, model, num_slots: int, max_model_len: int, enforce_eager: bool = False, multi_adapter: bool = False):
+        self.model = model
+        self.adapters = set(getattr(model, "peft_config", {})) if multi_adapter else set()
+        self.net = FastDecoder(decoder_of(model), num_slots, max_model_len + 1)
+        if multi_adapter:
+            self.net.rebuild(sorted(self.adapters))
         self.device = self.net.device
         self.max_model_len = max_model_len
         self.num_slots = num_slots
-        # [3, max] host staging (ids, positions, slots), copied to the device in one transfer per step
+        # [4, max] host staging (ids, positions, slots, adapter ids), copied to the device in one transfer per step
         on_cuda = self.device.type == "cuda"
         self._sms = torch.cuda.get_device_properties(self.device).multi_processor_count if on_cuda else 0
-        self._host = torch.zeros(3, num_slots, dtype=torch.long, pin_memory=on_cuda)
-        self._static = torch.zeros(3, num_slots, dtype=torch.long, device=self.device)
+        self._host = torch.zeros(4, num_slots, dtype=torch.long, pin_memory=on_cuda)
+        self._static = torch.zeros(4, num_slots, dtype=torch.long, device=self.device)
         # The host→device copy is asynchronous and reads the pinned buffer when it runs: the next step may
         # only rewrite the buffer once this event says the previous copy is done.
         self._copied = torch.cuda.Event() if on_cuda else None
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.buckets = batch_buckets(num_slots)
-        if on_cuda and not enforce_eager:
+        self._graphed = on_cuda and not enforce_eager
+        if self._graphed:
             self._capture()
 
     def describe(self) -> str:
@@ -62,6 +68,7 @@ class FastRunner:
         for b, (req, n) in enumerate(zip(requests, lengths, strict=True)):
             ids[b, :n] = torch.tensor(req.prompt_ids)
             req.slot, req.kv_start, req.kv_end = row0 + b, 0, n
+        self.net.use_adapters(self.adapter_names(requests, [width] * len(requests)), decode=False)
         return self.net.prefill(ids.to(self.device), lengths, row0, all_logits)
 
     def decode(self, requests: Sequence[Request]) -> torch.Tensor:
@@ -73,9 +80,13 @@ class FastRunner:
         host[0, :rows] = torch.tensor([r.last_token for r in requests])
         host[1, :rows] = torch.tensor([r.kv_end for r in requests])
         host[2, :rows] = torch.tensor([r.slot for r in requests])
-        if bucket > rows:  # padding rows: token 0 at position 0 of the scratch slot
+        names = self.adapter_names(requests)
+        if names is not None:
+            host[3, :rows] = torch.tensor(self.net.adapter_ids(names))
+        if bucket > rows:  # padding rows: token 0 at position 0 of the scratch slot, no adapter
             host[:2, rows:] = 0
             host[2, rows:] = self.net.scratch_slot
+            host[3, rows:] = 0
         static = self._static[:, :bucket]
         static.copy_(host, non_blocking=True)
         if self._copied is not None:
@@ -84,6 +95,7 @@ class FastRunner:
             graph, logits = self._graphs[bucket]
             graph.replay()
         else:
+            self._use_adapters(static[3])
             logits = self.net.decode(static[0], static[1], static[2],
                                      attention_splits(self._sms, bucket, self.net.kv_heads))
         for r in requests:
@@ -92,6 +104,20 @@ class FastRunner:
 
     def move(self, src: int, dst: int, length: int) -> None:
         self.net.move(src, dst, length)
+
+    def _use_adapters(self, index: torch.Tensor) -> None:
+        """Decode reads each row's adapter from the static buffer (a graph replays with the rows' new ones)."""
+        self.net.use_adapters(None, decode=True, index=index if self.adapters else None)
+
+    def adapters_changed(self) -> None:
+        """New stacks mean new shapes: the decoder re-reads the projections and the graphs are captured again."""
+        if not stackable(decoder_of(self.model)):  # a graph replay could not give PEFT its rows' adapter names
+            raise SwiftkitError("this adapter is a LoRA variant (DoRA, a LoRA bias) the slot cache's fast path cannot "
+                                "batch", "serve it with --kv-cache paged or --engine plain")
+        self.net.rebuild(sorted(self.adapters))
+        if self._graphed:
+            self._graphs.clear()
+            self._capture()
 
     # -- CUDA graphs --------------------------------------------------------------------------------------
     def _capture(self) -> None:
@@ -105,9 +131,11 @@ class FastRunner:
             for bucket in reversed(self.buckets):
                 splits = attention_splits(self._sms, bucket, self.net.kv_heads)
                 args = (static[0, :bucket], static[1, :bucket], static[2, :bucket], splits)
+                self._use_adapters(static[3, :bucket])
                 self.net.decode(*args)  # warm-up: Triton compiles, cuBLAS picks its kernels
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
+                    self._use_adapters(static[3, :bucket])  # the adapter masks are computed inside the graph
                     logits = self.net.decode(*args)
                 pool = graph.pool()
                 self._graphs[bucket] = (graph, logits)
@@ -185,7 +213,7 @@ class PagedRunner(AdapterHost):
             spans.append((n, start, table[:self.blocks.blocks_for(start + n)].to(self.device)))
         self.net.zero_blocks(self.blocks.high)
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
-        self.net.adapter_names = self.adapter_names([r for r, _ in work], [n for _, n in work])
+        self.net.use_adapters(self.adapter_names([r for r, _ in work], [n for _, n in work]), decode=False)
         logits = self.net.prefill_paged(*flat, spans, all_logits)
         for req, n in work:
             req.kv_end += n
@@ -204,7 +232,7 @@ class PagedRunner(AdapterHost):
         rows = torch.arange(len(requests))
         ids = torch.tensor([r.last_token for r in requests])
         dev = self.device
-        self.net.adapter_names = self.adapter_names(requests)
+        self.net.use_adapters(self.adapter_names(requests), decode=True)
         logits = self.net.decode_paged(ids.to(dev), p.to(dev), tables[rows, p // bs].to(dev), (p % bs).to(dev),
                                        tables.to(dev))
         for r in requests:
@@ -231,7 +259,7 @@ class PagedRunner(AdapterHost):
             offsets.append(p % bs)
             spans.append((1 + len(draft), req.kv_end, table.to(self.device)))
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
-        self.net.adapter_names = self.adapter_names(requests, [1 + len(d) for d in drafts])
+        self.net.use_adapters(self.adapter_names(requests, [1 + len(d) for d in drafts]), decode=False)
         return self.net.prefill_paged(*flat, spans, all_logits=True)[1]
 
     def adapters_changed(self) -> None:

@@ -39,7 +39,11 @@ class AdapterHost:
             self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
         self.model.eval()
         self.adapters.add(name)
-        self.adapters_changed()
+        try:
+            self.adapters_changed()
+        except Exception:  # the runner cannot serve it: as if it was never loaded
+            self.unload_adapter(name)
+            raise
 
     def unload_adapter(self, name: str) -> None:
         if self.adapters == {name}:
@@ -54,21 +58,25 @@ class AdapterHost:
         """PEFT wrapped or unwrapped projections (a runner with its own forward re-reads them)."""
 
 
-DECODE_ROWS = 64  # up to this many rows each gather their own A and B; more (prefill) loop over the adapters present
 DENSE_RANKS = 512  # adapters x rank up to this: every row runs every adapter's A and keeps its own (no gather, no loop)
 
 
-class LoraBatch:
-    """One forward's adapters: each row's index into the stacks (0: none), the rows of each adapter present (for
-    many rows), and per rank the dense path's mask."""
+def stackable(model) -> bool:
+    """Every LoRA layer of the model is plain LoRA (LoraStack can hold it: no DoRA or other variant, no LoRA bias)."""
+    return all(LoraStack.plain(m) for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
 
-    def __init__(self, names: Sequence[str], index: dict[str, int], device):
-        ids = [index.get(n, 0) for n in names]
-        self.index = torch.tensor(ids, device=device)
-        self.groups = None
-        if len(ids) > DECODE_ROWS:
-            self.groups = [(k, (self.index == k).nonzero()[:, 0]) for k in sorted(set(ids) - {0})]
+
+class LoraBatch:
+    """One forward's adapters: each row's (decode) or token's (prefill) index into the stacks, 0 for none.
+
+    `index` may be a CUDA graph's static buffer: the masks are computed from it inside the forward, so a replay
+    sees the rows' new adapters; only eager prefills loop over the adapters present (data-dependent shapes)."""
+
+    def __init__(self, index: torch.Tensor, decode: bool):
+        self.index = index
+        self.decode = decode
         self._masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
+        self._groups: list[tuple[int, torch.Tensor]] | None = None
 
     def mask(self, adapters: int, rank: int, dtype: torch.dtype) -> torch.Tensor:
         """[rows, adapters * rank]: 1 where the column belongs to the row's own adapter."""
@@ -77,6 +85,12 @@ class LoraBatch:
             owner = torch.arange(1, adapters + 1, device=self.index.device).repeat_interleave(rank)
             self._masks[key] = (self.index[:, None] == owner[None]).to(dtype)
         return self._masks[key]
+
+    def groups(self) -> list[tuple[int, torch.Tensor]]:
+        """(adapter index, its rows) for each adapter present."""
+        if self._groups is None:
+            self._groups = [(int(k), (self.index == k).nonzero()[:, 0]) for k in self.index.unique().tolist() if k]
+        return self._groups
 
 
 class LoraStack:
@@ -96,13 +110,17 @@ class LoraStack:
             self.a_cat = a[1:].reshape(adapters * rank, -1)  # [adapters * rank, in]
             self.b_cat = b[1:].permute(1, 0, 2).reshape(b.shape[1], adapters * rank)  # [out, adapters * rank]
 
+    @staticmethod
+    def plain(module) -> bool:
+        return not getattr(module, "lora_variant", {}) and all(b.bias is None for b in module.lora_B.values())
+
     @classmethod
     def of(cls, module, order: Sequence[str]) -> LoraStack | None:
         """The stack of a PEFT LoRA layer; None when it holds something else than plain LoRA (DoRA and the other
         variants, a LoRA bias): PEFT's own mixed batch runs that layer."""
-        names = [n for n in order if n in module.lora_A]
-        if any(n in getattr(module, "lora_variant", {}) or module.lora_B[n].bias is not None for n in names):
+        if not cls.plain(module):
             return None
+        names = [n for n in order if n in module.lora_A]
         base = module.base_layer
         weight = base.weight
         rank = max((module.lora_A[n].weight.shape[0] for n in names), default=1)
@@ -119,10 +137,10 @@ class LoraStack:
         if self.dense:
             mask = batch.mask(self.a.shape[0] - 1, self.a.shape[1], x.dtype)
             return ((x @ self.a_cat.T) * mask) @ self.b_cat.T
-        if batch.groups is None:
+        if batch.decode:
             idx = batch.index
             return torch.bmm(self.b[idx], torch.bmm(self.a[idx], x[:, :, None]))[:, :, 0]
         out = x.new_zeros(x.shape[0], self.b.shape[1])
-        for k, rows in batch.groups:
+        for k, rows in batch.groups():
             out[rows] = (x[rows] @ self.a[k].T) @ self.b[k].T
         return out

@@ -15,7 +15,7 @@ import torch
 from swiftkit.console import console
 from swiftkit.errors import SwiftkitError
 from swiftkit.serve.engine.kv_cache import SlotKVCache
-from swiftkit.serve.engine.lora import AdapterHost
+from swiftkit.serve.engine.lora import AdapterHost, stackable
 from swiftkit.serve.engine.request import Request
 
 
@@ -34,14 +34,14 @@ def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto",
         reason = unsupported_reason(decoder_of(model))
         device = next(model.parameters()).device
         paged = kv_cache == "paged" or (kv_cache == "auto" and device.type != "cuda")
-        if reason is None and multi_adapter and not paged:
-            reason = "LoRA adapters with the slot cache (the slot runner does not batch adapters yet; --kv-cache paged does)"
+        if reason is None and multi_adapter and not paged and not stackable(model):
+            reason = "LoRA variants (DoRA, a LoRA bias) with the slot cache: its CUDA graphs need plain LoRA stacks"
         if reason is None:
             if paged:
                 blocks = pool_blocks(model, num_slots, max_model_len, block_size, kv_cache_memory)
                 runner = PagedRunner(model, num_slots, max_model_len, blocks, block_size, prefix_caching, multi_adapter)
             else:
-                runner = FastRunner(model, num_slots, max_model_len, enforce_eager)
+                runner = FastRunner(model, num_slots, max_model_len, enforce_eager, multi_adapter)
             console.print(f"[bold]engine[/] {runner.describe()}")
             return runner
         if engine == "fast":
