@@ -26,6 +26,7 @@ from tests.serve.test_errors import assert_error
 
 CHAT = {"model": "toy", "messages": [{"role": "user", "content": "1 + 2 ="}], "max_tokens": 2}
 LONG = {"model": "toy", "prompt": "1 + 2 =", "max_tokens": 400, "ignore_eos": True}
+ADMIN = "sk-admin-fuzz"
 
 
 def engine_pid(server_pid: int) -> int:
@@ -513,14 +514,17 @@ def test_schemathesis_finds_no_5xx(toy_model, tmp_path):
     few examples per operation; `make test-fuzz` sets SWIFTKIT_FUZZ_EXAMPLES for a long run."""
     pytest.importorskip("schemathesis")
     examples = os.environ.get("SWIFTKIT_FUZZ_EXAMPLES", "25")
+    # With the admin key and an adapter folder, the run-time adapter routes are in the document and fuzzed too.
+    (tmp_path / "loras").mkdir()
     srv = start_server(["--model", str(toy_model), "--served-model-name", "toy", "--dtype", "float32",
-                        "--max-model-len", "128", "--api-key", API_KEY], tmp_path / "server.log")
+                        "--max-model-len", "128", "--api-key", API_KEY, "--admin-key", ADMIN,
+                        "--adapter-dir", str(tmp_path / "loras")], tmp_path / "server.log")
     try:
         run = subprocess.run(
             [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()", "run",
              srv.url + "/openapi.json", "--checks", FUZZ_CHECKS, "--max-examples", examples, "--seed", "14",
              "--workers", "1", "--no-color", "--request-timeout", "60", "--generation-database", "none",
-             "-H", f"Authorization: Bearer {API_KEY}"],
+             "-H", f"Authorization: Bearer {ADMIN}"],
             capture_output=True, text=True, timeout=3000, cwd=tmp_path,
         )
         summary = re.search(r"(\d+) generated, (.*)", run.stdout)
