@@ -12,7 +12,6 @@ Prints a table: tok/s, ITL p50/p99, and the ratio multi-LoRA / base for each eng
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -47,35 +46,6 @@ def with_adapters(model, count: int, rank: int):
     return peft_model.eval()
 
 
-def run(engine, prompts: list[list[int]], adapters: list[str | None], max_tokens: int) -> dict[str, float]:
-    from swiftkit.bench.serve import percentile
-    from swiftkit.serve.engine.request import Request, SamplingParams
-
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    generated = 0
-
-    def sink(out) -> None:
-        nonlocal generated
-        generated += len(out.token_ids)
-
-    for ids, adapter in zip(prompts, adapters, strict=True):
-        engine.submit(Request(list(ids), params, sink=sink, adapter=adapter))
-    steps: list[float] = []
-    start = last = time.perf_counter()
-
-    def tick() -> None:
-        nonlocal last
-        now = time.perf_counter()
-        steps.append(now - last)
-        last = now
-
-    engine.drain(tick)
-    seconds = time.perf_counter() - start
-    decode = steps[1:]
-    return {"tok_s": generated / seconds, "itl_p50_ms": 1000 * percentile(decode, 0.5),
-            "itl_p99_ms": 1000 * percentile(decode, 0.99)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -88,6 +58,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
 
+    from swiftkit.bench.engine import run_engine
     from swiftkit.serve.engine.engine import Engine, EngineOptions
 
     rows = []
@@ -104,8 +75,8 @@ def main() -> None:
             options = EngineOptions(max_num_seqs=args.streams, max_model_len=args.prompt_len + args.max_tokens + 8,
                                     engine=kind, prefix_caching=False)
             engine = Engine(model, tokenizer, [], options, multi_adapter=bool(adapters))
-            run(engine, prompts[:2], names[:2], 4)  # warm-up
-            results.append(run(engine, prompts, names, args.max_tokens))
+            run_engine(engine, prompts[:2], 4, names[:2])  # warm-up
+            results.append(run_engine(engine, prompts, args.max_tokens, names))
             runner = type(engine.runner).__name__
             del engine, model
         rows.append((kind, runner, *results))

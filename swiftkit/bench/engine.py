@@ -91,8 +91,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_engine(engine, prompts: list[list[int]], max_tokens: int) -> dict[str, float]:
-    """All prompts at once through a swiftkit Engine stepped here; decode step times give the ITL."""
+def run_engine(engine, prompts: list[list[int]], max_tokens: int, adapters: list[str | None] | None = None) -> dict[str, float]:
+    """All prompts at once through a swiftkit Engine stepped here (prompt i on adapters[i], if given); decode step
+    times give the ITL."""
     from swiftkit.serve.engine.request import Request, SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
@@ -107,8 +108,8 @@ def run_engine(engine, prompts: list[list[int]], max_tokens: int) -> dict[str, f
 
     steps: list[float] = []
     start = last = time.perf_counter()
-    for p in prompts:
-        engine.submit(Request(list(p), params, sink=sink))
+    for p, adapter in zip(prompts, adapters or [None] * len(prompts), strict=True):
+        engine.submit(Request(list(p), params, sink=sink, adapter=adapter))
 
     def tick() -> None:
         nonlocal last
