@@ -1,8 +1,8 @@
 """The LoRA adapters a runner serves: PEFT holds them, this keeps the names and loads / unloads at run time.
 
 Both runners batch rows of different adapters (one name per row or token; rows with no adapter run the base):
-the plain one through PEFT's mixed-adapter batch in the transformers forward, the paged fast one with the
-adapters' weights stacked per projection (LoraStack) next to the fused base projections.
+the plain one through PEFT's mixed-adapter batch in the transformers forward, the fast ones (paged and slot
+cache) with the adapters' weights stacked per projection (LoraStack) next to the fused base projections.
 """
 
 from __future__ import annotations
