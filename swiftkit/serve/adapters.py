@@ -47,8 +47,7 @@ class RuntimeAdapters:
         served = self.state.served
         if not NAME.fullmatch(name):
             raise BadRequest(f"lora_name {name!r} is not a valid name (letters, digits, . _ -; at most 64)", param="lora_name")
-        names = self.state.deployment.model_names() if self.state.deployment is not None else self.state.model_names()
-        if name in names or name in self._busy:
+        if name in self.state.model_names() or name in self._busy:  # (no deployment: --adapter-dir is single-model)
             raise BadRequest(f"the name {name} is already served (or being loaded); unload it first", param="lora_name",
                              code="adapter_exists")
         path = self._confined(lora_path)

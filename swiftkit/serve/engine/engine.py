@@ -210,7 +210,7 @@ class Engine:
             except queue.Empty:
                 break
             if kind == "add":
-                if req.adapter is not None and req.adapter not in getattr(self.runner, "adapters", ()):
+                if req.adapter is not None and req.adapter not in self.runner.adapters:
                     # Unloaded between the server's check and here: end it alone (PEFT would fail the whole batch).
                     req.status = Status.FINISHED
                     self._emit(req, RequestOutput(req.request_id, [], "", finished=True, finish_reason="error",

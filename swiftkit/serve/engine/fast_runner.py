@@ -34,8 +34,7 @@ def attention_splits(sms: int, rows: int, kv_heads: int) -> int:
 
 class FastRunner(AdapterHost):
     def __init__(self, model, num_slots: int, max_model_len: int, enforce_eager: bool = False, multi_adapter: bool = False):
-        self.model = model
-        self.adapters = set(getattr(model, "peft_config", {})) if multi_adapter else set()
+        self.host_adapters(model, multi_adapter)
         self.net = FastDecoder(decoder_of(model), num_slots, max_model_len + 1)
         if multi_adapter:
             self.net.rebuild(sorted(self.adapters))
@@ -156,8 +155,7 @@ class PagedRunner(AdapterHost):
 
     def __init__(self, model, num_slots: int, max_model_len: int, num_blocks: int, block_size: int,
                  prefix_caching: bool = True, multi_adapter: bool = False):
-        self.model = model
-        self.adapters = set(getattr(model, "peft_config", {})) if multi_adapter else set()
+        self.host_adapters(model, multi_adapter)
         self.net = FastDecoder(decoder_of(model), num_slots, max_model_len + 1, blocks=(num_blocks, block_size))
         if multi_adapter:
             self.net.rebuild(sorted(self.adapters))

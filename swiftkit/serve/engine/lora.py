@@ -17,8 +17,11 @@ BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter bat
 
 
 class AdapterHost:
-    model: object  # the runner's model: a PeftModel once an adapter is loaded
-    adapters: set[str]  # the loaded adapter names; empty: no mixed batch (plain model, or PEFT's active adapter)
+    def host_adapters(self, model, multi_adapter: bool) -> None:
+        """`model`: the runner's model (a PeftModel once an adapter is loaded); `adapters`: the loaded names, empty
+        without `multi_adapter` (no mixed batch: a plain model, or PEFT's active adapter in training rollouts)."""
+        self.model = model
+        self.adapters: set[str] = set(getattr(model, "peft_config", {})) if multi_adapter else set()
 
     def adapter_names(self, requests: Sequence[Request], counts: Sequence[int] | None = None) -> list[str] | None:
         """One name per row (or per token: request i repeated counts[i] times); None when no adapter is loaded."""

@@ -80,13 +80,12 @@ def pool_blocks(model, num_slots: int, max_model_len: int, block_size: int, memo
 
 class ModelRunner(AdapterHost):
     def __init__(self, model, num_slots: int, max_model_len: int, multi_adapter: bool = False):
-        self.model = model
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.max_model_len = max_model_len
         # Left padding from a batched prefill stays in a row, so a row may need up to twice the context.
         self.kv = SlotKVCache(num_slots, 2 * max_model_len)
-        self.adapters = set(getattr(model, "peft_config", {})) if multi_adapter else set()  # the loaded LoRA names
+        self.host_adapters(model, multi_adapter)
         self._neg = torch.finfo(self.dtype).min
 
     def _forward(self, requests: Sequence[Request], ids, positions, mask, keep: int) -> torch.Tensor:
