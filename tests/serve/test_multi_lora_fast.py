@@ -102,3 +102,31 @@ def test_the_plain_engine_gives_the_same_mixed_batch(toy_model, adapters, prompt
         change(eng, "load", "beta", adapters["beta"])
         results.append(generate(eng, [(p, a) for p in prompts for a in (None, "alpha", "beta")]))
     assert results[0] == results[1]
+
+
+@pytest.mark.real
+def test_real_model_mixed_adapter_batch_equals_the_plain_engine(smollm2):
+    """SmolLM2-135M with two random rank-8 LoRAs on every projection: the fast engine's stacked LoRAs (paged cache)
+    give the plain engine's tokens (PEFT's mixed batch) for rows of the base and of each adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from swiftkit.loading import load_model
+
+    results = []
+    for kind in ("auto", "plain"):
+        model, tokenizer, _ = load_model(str(smollm2), dtype="float32", device="cpu")
+        torch.manual_seed(5)
+        cfg = LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
+                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        peft_model = get_peft_model(model, cfg, adapter_name="a")
+        peft_model.add_adapter("b", cfg)
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(0, 0.02)
+        eng = Engine(peft_model.eval(), tokenizer, [], EngineOptions(max_num_seqs=6, max_model_len=128, engine=kind),
+                     multi_adapter=True)
+        ids = [tokenizer(t)["input_ids"] for t in ("The capital of France is", "Water boils at", "1, 2, 3,")]
+        results.append(generate(eng, [(p, a) for p in ids for a in (None, "a", "b")]))
+    assert results[0] == results[1]
+    assert len({tuple(r) for r in results[0]}) > 3  # the adapters change the outputs
