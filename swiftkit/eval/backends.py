@@ -80,7 +80,7 @@ def hf_backend(ref: ModelRef, batch_size: int, max_length: int | None, device: s
     """lm-eval's own `hf` backend (its loading, its PEFT path): the reference for fidelity checks."""
     from lm_eval.models.huggingface import HFLM
 
-    from swiftkit.loading import tokenizer_dir
+    from swiftkit.loading import default_device, tokenizer_dir, torch_dtype
 
     if len(ref.adapters) > 1:
         raise SwiftkitError("--backend hf applies at most one adapter", f"{ref.path} is a chain: use --backend local or merge it")
@@ -90,8 +90,10 @@ def hf_backend(ref: ModelRef, batch_size: int, max_length: int | None, device: s
         tokenizer=str(tokenizer_dir(ref)),
         batch_size=batch_size,
         max_length=max_length,
-        device=device or "cpu",
-        dtype="float32" if dtype == "auto" else dtype,
+        # The same defaults as the other backends (cuda when there is one, auto: bf16 there): hard-coded cpu/fp32
+        # here ran the reference on the host of a GPU machine (a 7B bench ran out of host memory).
+        device=default_device(device),
+        dtype=str(torch_dtype(dtype, default_device(device))).removeprefix("torch."),
     )
     template = lm.tokenizer.chat_template if has_chat_template(lm.tokenizer) else None
     return Backend(lm, str(ref.path), str(ref.path), template, {"backend": "hf", "device": str(lm.device)})

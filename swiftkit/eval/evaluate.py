@@ -167,10 +167,12 @@ def _load_backend(cfg: EvalConfig, target: Target, tokenizer, plan: TaskPlan, ch
         )
     if cfg.backend == "hf":
         return backends.hf_backend(target.ref, cfg.batch_size, cfg.max_length, cfg.device, cfg.dtype)
-    from swiftkit.loading import load_model
+    from swiftkit.loading import default_device, load_model
 
+    # load_model leaves the weights where from_pretrained puts them (the host) unless told a device.
     with console.status(f"loading {target.ref.path}"):
-        model, _, _ = load_model(target.ref, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+        model, _, _ = load_model(target.ref, dtype=cfg.dtype, device=default_device(cfg.device),
+                                 trust_remote_code=cfg.trust_remote_code)
     build = backends.engine_backend if cfg.backend == "engine" else backends.local_backend
     return build(model, tokenizer, str(target.ref.path), cfg.batch_size, cfg.max_length, cfg.device)
 
