@@ -7,14 +7,14 @@
 # 30k-token prompt arrives mid-run (context 30k + 256 ≈ --max-model-len 32768), paged KV, chunks of 512 and 2048.
 # Carried (git-ignored) in $W (default .cache/enginegpu): whl/ (cp312 wheels the GPU image lacks: fastapi,
 # starlette, uvicorn, pydantic, pydantic-core, annotated-types, typing-inspection, opentelemetry-api,
-# llguidance, typer) and toy/ (a built toy model: `swiftkit toy`).
+# llguidance, typer) and toy/ (a built toy model: `swiftkit toy`). ENGINE_CHECK=0 skips engine_gpu_check.py.
 set -o pipefail
 BENCH=$1 ENGINES=${2:-fast,hf} SERVE=$3 LONG=$4 W=${ENGINEGPU_DIR:-.cache/enginegpu}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $W/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 COLUMNS=160
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import importlib.metadata as m; print({p: m.version(p) for p in ('torch', 'transformers', 'triton')})"
-python3 benchmarks/engine_gpu_check.py $W/toy 2>&1 | grep -v -iE "warn" | tee $OUT/engine_check.txt
+[ "${ENGINE_CHECK:-1}" = 0 ] || python3 benchmarks/engine_gpu_check.py $W/toy 2>&1 | grep -v -iE "warn" | tee $OUT/engine_check.txt
 for arch in $BENCH; do
   echo "+ swiftkit bench engine --model-config $arch --engines $ENGINES --concurrency 1,64 --output $OUT/bench_engine_$arch.json"
   python3 -m swiftkit bench engine --model-config $arch --engines $ENGINES --concurrency 1,64 \
@@ -23,13 +23,13 @@ done
 for arch in $LONG; do
   for chunk in 512 2048; do
     echo "+ swiftkit bench engine --model-config $arch --engines fast --concurrency 64 --prompt-len 1024 --max-tokens 256 --long-prompt 30000 --prefill-chunk $chunk"
-    python3 -m swiftkit bench engine --model-config $arch --engines fast --concurrency 64 --prompt-len 1024 --max-tokens 256 \
+    timeout 300 python3 -m swiftkit bench engine --model-config $arch --engines fast --concurrency 64 --prompt-len 1024 --max-tokens 256 \
        --long-prompt 30000 --prefill-chunk $chunk --fidelity-tokens 0 --output $OUT/bench_long_prompt_${arch}_chunk$chunk.json 2>&1 | grep -v -iE "warn"
   done
 done
 for arch in $SERVE; do
-  python3 -c "from swiftkit.bench.engine import save_random_model; save_random_model('$arch', '/tmp/m_$arch')" || exit 1
-  python3 -m swiftkit serve --model /tmp/m_$arch --dtype bfloat16 --max-num-seqs 64 --max-model-len 512 --port 8011 \
+  python3 -c "from swiftkit.bench.engine import save_random_model; save_random_model('$arch', '/dev/shm/m_$arch')" || exit 1
+  python3 -m swiftkit serve --model /dev/shm/m_$arch --dtype bfloat16 --max-num-seqs 64 --max-model-len 512 --port 8011 \
      > /tmp/serve_$arch.log 2>&1 &
   for i in $(seq 300); do curl -sf http://127.0.0.1:8011/health > /dev/null && break; sleep 1; done
   for c in 1 64; do
@@ -39,5 +39,5 @@ for arch in $SERVE; do
        --concurrency $c --requests $n --output $OUT/bench_serve_${arch}_c$c.json 2>&1 | grep -v -iE "warn"
   done
   kill %1; wait; grep -iE "model|engine|graph|error|Traceback" /tmp/serve_$arch.log | head -20
-  rm -rf /tmp/m_$arch
+  rm -rf /dev/shm/m_$arch
 done

@@ -11,12 +11,16 @@
 # multiprocess, trl, pydantic, pydantic-core, fastapi, starlette, uvicorn, llguidance, sqlalchemy, ...),
 # tok/ (the toy tokenizer files) and data/ (../shared/data's mmlu and gsm8k slices).
 set -o pipefail
-ARCH=$1 TASK=$2 LIMIT=$3 FEWSHOT=${4:-} GEN=${5:-} W=${EVALGPU_DIR:-.cache/evalgpu}
+ARCH=$1 TASK=$2 LIMIT=$3 FEWSHOT=${4:-} GEN=${5:-} W=${EVALGPU_DIR:-.cache/evalgpu} TIMEOUT=${EVAL_TIMEOUT:-560}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $W/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 COLUMNS=200
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-M=.cache/m_${ARCH}_toytok
+# In memory (/dev/shm), not on the machine's disk: a first try spent most of its call writing and reading 15 GB.
+M=/dev/shm/m_${ARCH}_toytok
+date +%T
 [ -f $M/config.json ] || python3 benchmarks/sft_entrypoint/prep.py $ARCH $W/tok $M /tmp/unused.jsonl 2>&1 | grep -v -iE "warn|shards" || exit 1
 echo "+ swiftkit bench eval --model $M --data-dir $W/data --tasks $TASK --limit $LIMIT ${FEWSHOT:+--num-fewshot $FEWSHOT} ${GEN:+--max-gen-toks $GEN} --batch-size 64"
-python3 -m swiftkit bench eval --model $M --data-dir $W/data --tasks $TASK --limit $LIMIT ${FEWSHOT:+--num-fewshot $FEWSHOT} \
+date +%T
+# At TIMEOUT seconds SIGABRT makes faulthandler print every thread's stack: a stall shows where it is.
+timeout -s ABRT $TIMEOUT python3 -X faulthandler -m swiftkit bench eval --model $M --data-dir $W/data --tasks $TASK --limit $LIMIT ${FEWSHOT:+--num-fewshot $FEWSHOT} \
   ${GEN:+--max-gen-toks $GEN} --batch-size 64 --output $OUT/bench_eval_${ARCH}_$TASK.json 2>&1 | grep -v -iE "warn"
