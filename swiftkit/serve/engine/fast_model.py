@@ -153,8 +153,12 @@ class FastDecoder:
         positions = torch.arange(max_len, device=self.device)[None]
         cos, sin = inner.rotary_emb(self.embed[:1], positions)
         self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
-        rows, width = (num_slots, max_len) if blocks is None else blocks
-        shape = (len(self.layers), rows + 1, self.kv_heads, width, self.head_dim)
+        if blocks is None:  # slots [kv_heads, max_len, D]: the Triton decode kernel's layout
+            rows = num_slots
+            shape = (len(self.layers), rows + 1, self.kv_heads, max_len, self.head_dim)
+        else:  # blocks [block_size, kv_heads, D]: a row's blocks gather into positions with one copy
+            rows, block_size = blocks
+            shape = (len(self.layers), rows + 1, block_size, self.kv_heads, self.head_dim)
         # A paged pool is allocated uninitialised and each block zeroed when first used (`zero_blocks`): on the
         # CPU its pages are then touched only as blocks fill, so resident memory grows with live tokens. Zeroing
         # matters: masked positions are read too, and stale memory may hold NaN (NaN × 0 weight is NaN).
@@ -304,8 +308,8 @@ class FastDecoder:
         residual = None
         for i, layer in enumerate(self.layers):
             x, residual = kernels.add_rms_norm(h, residual, layer.ln1, self.eps)
-            q = kernels.paged_rope_and_store_ref(layer.qkv(x), pos, blocks, offsets, self.cos, self.sin,
-                                                 self.k_cache[i], self.v_cache[i], self.heads, self.kv_heads)
+            q, _, _ = kernels.paged_rope_and_store_ref(layer.qkv(x), pos, blocks, offsets, self.cos, self.sin,
+                                                       self.k_cache[i], self.v_cache[i], self.heads, self.kv_heads)
             attn = kernels.paged_decode_attention_ref(q, self.k_cache[i], self.v_cache[i], tables, lens, self.scale)
             x, residual = kernels.add_rms_norm(layer.o(attn), residual, layer.ln2, self.eps)
             h = layer.down(kernels.silu_mul(layer.gate_up(x)))
@@ -321,16 +325,19 @@ class FastDecoder:
         """
         h = F.embedding(ids, self.embed)
         residual = None
-        d = self.head_dim
         for i, layer in enumerate(self.layers):
             x, residual = kernels.add_rms_norm(h, residual, layer.ln1, self.eps)
-            q = kernels.paged_rope_and_store_ref(layer.qkv(x), pos, blocks, offsets, self.cos, self.sin,
-                                                 self.k_cache[i], self.v_cache[i], self.heads, self.kv_heads)
+            q, k_new, v_new = kernels.paged_rope_and_store_ref(layer.qkv(x), pos, blocks, offsets, self.cos, self.sin,
+                                                               self.k_cache[i], self.v_cache[i], self.heads, self.kv_heads)
             parts, start = [], 0
             for new, cached, table in spans:
                 total = cached + new
-                k = self.k_cache[i][table].transpose(0, 1).reshape(self.kv_heads, -1, d)[None, :, :total]
-                v = self.v_cache[i][table].transpose(0, 1).reshape(self.kv_heads, -1, d)[None, :, :total]
+                if cached:  # the cached prefix is only in the blocks
+                    k = kernels.gather_blocks(self.k_cache[i], table)[:total].transpose(0, 1)[None]
+                    v = kernels.gather_blocks(self.v_cache[i], table)[:total].transpose(0, 1)[None]
+                else:  # a fresh sequence: its keys and values are the ones just computed
+                    k = k_new[start:start + new].transpose(0, 1)[None]
+                    v = v_new[start:start + new].transpose(0, 1)[None]
                 qr = q[start:start + new].transpose(0, 1)[None]
                 if cached:  # queries sit after the cached prefix: a bottom-right causal mask
                     mask = torch.arange(total, device=q.device)[None] <= cached + torch.arange(new, device=q.device)[:, None]

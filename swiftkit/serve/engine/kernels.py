@@ -68,27 +68,36 @@ def decode_attention_ref(q, k_cache, v_cache, slots, lens, scale):
 
 
 def paged_rope_and_store_ref(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads):
-    """As rope_and_store_ref over a paged cache [blocks, kv_heads, block_size, D]: token t's k and v go to
-    block blocks[t] at offset offsets[t]; RoPE still uses its position pos[t]."""
+    """As rope_and_store_ref over a paged cache [blocks, block_size, kv_heads, D]: token t's k and v go to
+    block blocks[t] at offset offsets[t]; RoPE still uses its position pos[t]. Returns q, k, v ([N, heads, D])."""
     d = k_cache.shape[-1]
     q, k, v = qkv.split([heads * d, kv_heads * d, kv_heads * d], -1)
     c, s = cos[pos][:, None], sin[pos][:, None]
-    q, k = _rotate(q.view(-1, heads, d), c, s), _rotate(k.view(-1, kv_heads, d), c, s)
-    k_cache[blocks, :, offsets] = k
-    v_cache[blocks, :, offsets] = v.view(-1, kv_heads, d)
-    return q
+    q, k, v = _rotate(q.view(-1, heads, d), c, s), _rotate(k.view(-1, kv_heads, d), c, s), v.view(-1, kv_heads, d)
+    k_cache[blocks, offsets] = k
+    v_cache[blocks, offsets] = v
+    return q, k, v
+
+
+def gather_blocks(cache, table):
+    """The positions held by blocks `table` ([..., n]) of a paged cache as [..., n * block_size, kv_heads, D].
+
+    Blocks are [block_size, kv_heads, D], so one index_select copies them and the position axis is a free view
+    (the earlier [kv_heads, block_size, D] layout needed a second, transposing copy: half of the CPU decode
+    attention's time). Callers transpose to SDPA's [kv_heads, positions, D] as a view; SDPA takes the strides."""
+    block, kv_heads, d = cache.shape[1:]
+    picked = cache.view(cache.shape[0], -1).index_select(0, table.reshape(-1))
+    return picked.view(*table.shape[:-1], table.shape[-1] * block, kv_heads, d)
 
 
 def paged_decode_attention_ref(q, k_cache, v_cache, tables, lens, scale):
     """q [B, H, D]; row b attends to positions [0, lens[b]) held by blocks tables[b] (padded with any block
     id: positions past lens[b] are masked). Returns [B, H*D]. Reads only the rows' own blocks."""
-    rows, width = tables.shape
-    kv_heads, block, d = k_cache.shape[1:]
-    k = k_cache[tables].transpose(1, 2).reshape(rows, kv_heads, width * block, d)
-    v = v_cache[tables].transpose(1, 2).reshape(rows, kv_heads, width * block, d)
-    live = torch.arange(width * block, device=q.device)[None, :] < lens[:, None]
+    k = gather_blocks(k_cache, tables).transpose(1, 2)
+    v = gather_blocks(v_cache, tables).transpose(1, 2)
+    live = torch.arange(k.shape[2], device=q.device)[None, :] < lens[:, None]
     out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=live[:, None, None], scale=scale, enable_gqa=True)
-    return out.reshape(rows, -1)
+    return out.reshape(q.shape[0], -1)
 
 
 def silu_mul_ref(gate_up):
