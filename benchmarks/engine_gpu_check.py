@@ -5,6 +5,7 @@
 2. The trained toy model in fp32 on CUDA: the fast engine (CUDA graphs) against the plain engine and
    HF `generate` — greedy tokens must be equal; seeded sampling (temperature, top-p, top-k,
    repetition penalty) must give the same tokens on both engines.
+   The paged cache on CUDA (Triton decode over block tables) against the plain engine, greedy.
 3. Multi-LoRA on the slot cache's CUDA graphs (stacked LoRAs, static adapter ids) against the plain engine.
 
     python benchmarks/engine_gpu_check.py TOY_DIR     (exit status 1 when a check fails)
@@ -58,6 +59,23 @@ def kernel_checks() -> None:
             check(f"rope q {tag}", q_got, q_want, tol)
             check(f"rope k cache {tag}", k2, k1, tol)
             check(f"v cache {tag}", v2, v1, 0.0)
+            # the paged pool's layout [blocks, block_size, kv_heads, D], rows over shuffled blocks
+            bs = 16
+            pool_k = torch.randn(3 * max_len // bs * 2, bs, kv_heads, dim, device="cuda", dtype=dtype, generator=gen)
+            pool_v = torch.randn_like(pool_k)
+            tables = torch.stack([torch.randperm(pool_k.shape[0], device="cuda", generator=gen)[:max_len // bs]
+                                  for _ in range(rows)])
+            want = kernels.paged_decode_attention_ref(q, pool_k, pool_v, tables, lens, dim ** -0.5)
+            for splits in (1, 8, 64):
+                got = kernels.paged_decode_attention(q, pool_k, pool_v, tables, lens, dim ** -0.5, splits)
+                check(f"paged_decode_attention {tag} splits={splits}", got, want, tol)
+            blocks, offsets = tables[0, pos // bs], pos % bs
+            k1, v1, k2, v2 = pool_k.clone(), pool_v.clone(), pool_k.clone(), pool_v.clone()
+            q_want = kernels.paged_rope_and_store_ref(qkv, pos, blocks, offsets, cos, sin, k1, v1, heads, kv_heads)[0]
+            q_got = kernels.paged_rope_and_store(qkv, pos, blocks, offsets, cos, sin, k2, v2, heads, kv_heads)
+            check(f"paged rope q {tag}", q_got, q_want, tol)
+            check(f"paged rope k blocks {tag}", k2, k1, tol)
+            check(f"paged v blocks {tag}", v2, v1, 0.0)
         h = torch.randn(7, 3584, device="cuda", dtype=dtype, generator=gen)
         r = torch.randn_like(h)
         w = torch.randn(3584, device="cuda", dtype=dtype, generator=gen)
@@ -76,8 +94,9 @@ def toy_checks(toy_dir: str) -> None:
     prompts = [tokenizer(f"{a} {b} {a + b} what is the larger of {a} and {b}", add_special_tokens=False)["input_ids"]
                for a, b in zip(range(10, 90, 3), range(95, 15, -3), strict=False)][:24]
 
-    def generate(kind: str, params: list[SamplingParams]) -> list[list[int]]:
-        engine = Engine(model, tokenizer, [tokenizer.eos_token_id], EngineOptions(max_num_seqs=8, max_model_len=256, engine=kind))
+    def generate(kind: str, params: list[SamplingParams], kv_cache: str = "auto") -> list[list[int]]:
+        options = EngineOptions(max_num_seqs=8, max_model_len=256, engine=kind, kv_cache=kv_cache, prefix_caching=True)
+        engine = Engine(model, tokenizer, [tokenizer.eos_token_id], options)
         requests = [Request(list(p), sp, sink=lambda o: None) for p, sp in zip(prompts, params, strict=True)]
         for r in requests:
             engine.submit(r)
@@ -93,6 +112,11 @@ def toy_checks(toy_dir: str) -> None:
                          eos_token_id=None, pad_token_id=0)[0, len(p):].tolist() for p, f in zip(prompts[:6], fast, strict=False)]
     same_hf = sum(a == b for a, b in zip(fast, hf, strict=False))
     print(f"{'ok  ' if same_hf == len(hf) else 'FAIL'} toy fp32 greedy: fast == HF generate for {same_hf}/{len(hf)} requests")
+    paged = generate("fast", greedy, kv_cache="paged")  # Triton decode over block tables, prefix caching on
+    same_p = sum(a == b for a, b in zip(paged, plain, strict=True))
+    print(f"{'ok  ' if same_p == len(paged) else 'FAIL'} toy fp32 greedy: fast paged == plain for {same_p}/{len(paged)}")
+    if same_p != len(paged):
+        failures.append("toy paged greedy")
     sampled = [SamplingParams(max_tokens=32, temperature=1.3, top_p=0.95, top_k=50, repetition_penalty=1.1, seed=7 + i,
                               ignore_eos=True) for i in range(len(prompts))]
     fast_s, plain_s = generate("fast", sampled), generate("plain", sampled)

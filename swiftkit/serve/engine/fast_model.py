@@ -300,17 +300,18 @@ class FastDecoder:
             self.v_cache[:, self.zeroed:high].zero_()
             self.zeroed = high
 
-    def decode_paged(self, ids, pos, blocks, offsets, tables) -> torch.Tensor:
+    def decode_paged(self, ids, pos, blocks, offsets, tables, splits: int = 1) -> torch.Tensor:
         """One token per row at position pos[b], written to block blocks[b] at offsets[b]; attention over
-        the row's blocks tables[b] ([B, max blocks], padded). Returns float32 logits [B, V]."""
+        the row's blocks tables[b] ([B, max blocks], padded), in `splits` sequence splits on CUDA. Returns
+        float32 logits [B, V]."""
         h = F.embedding(ids, self.embed)
         lens = pos + 1
         residual = None
         for i, layer in enumerate(self.layers):
             x, residual = kernels.add_rms_norm(h, residual, layer.ln1, self.eps)
-            q, _, _ = kernels.paged_rope_and_store_ref(layer.qkv(x), pos, blocks, offsets, self.cos, self.sin,
-                                                       self.k_cache[i], self.v_cache[i], self.heads, self.kv_heads)
-            attn = kernels.paged_decode_attention_ref(q, self.k_cache[i], self.v_cache[i], tables, lens, self.scale)
+            q = kernels.paged_rope_and_store(layer.qkv(x), pos, blocks, offsets, self.cos, self.sin,
+                                             self.k_cache[i], self.v_cache[i], self.heads, self.kv_heads)
+            attn = kernels.paged_decode_attention(q, self.k_cache[i], self.v_cache[i], tables, lens, self.scale, splits)
             x, residual = kernels.add_rms_norm(layer.o(attn), residual, layer.ln2, self.eps)
             h = layer.down(kernels.silu_mul(layer.gate_up(x)))
         x, _ = kernels.add_rms_norm(h, residual, self.norm, self.eps)

@@ -147,8 +147,9 @@ class PagedRunner(AdapterHost):
     """The fast forward over a paged KV pool (kv_blocks.py), with automatic prefix caching, and LoRA adapters
     (PEFT's mixed-adapter batch inside each LoRA layer; cached prefixes are keyed by adapter).
 
-    Runs the torch references on any device (CPU is where it is the default; the CUDA path keeps the slot
-    cache and its graphs until the Triton decode kernel reads block tables). Admission allocates a
+    Eager on every device. On CUDA, decode runs the Triton split-K kernel over block tables (prefill and
+    chunk attention are torch's SDPA over gathered blocks); elsewhere the torch references. The CUDA default is
+    still the slot cache, whose decode runs in CUDA graphs. Admission allocates a
     request's blocks (`allocate`, called by the scheduler); decode takes one more block whenever a
     sequence crosses a block boundary (`blocks_needed` tells the engine first, so it can preempt).
     """
@@ -160,6 +161,7 @@ class PagedRunner(AdapterHost):
         if multi_adapter:
             self.net.rebuild(sorted(self.adapters))
         self.device = self.net.device
+        self._sms = torch.cuda.get_device_properties(self.device).multi_processor_count if self.device.type == "cuda" else 0
         self.max_model_len = max_model_len
         self.num_slots = num_slots
         self.block_size = block_size
@@ -172,7 +174,8 @@ class PagedRunner(AdapterHost):
         cache = "prefix caching" if self.blocks.prefix_caching else "no prefix caching"
         return (f"fast, paged KV ({self.net.cache_bytes() / 2**30:.2f} GiB pool: {self.blocks.num_blocks} blocks × "
                 f"{self.block_size} tokens = {self.blocks.num_blocks * self.block_size:,} tokens at "
-                f"{per_token / 1024:.0f} KiB each; {cache}; torch reference attention)")
+                f"{per_token / 1024:.0f} KiB each; {cache}; "
+                f"{'Triton' if self._sms else 'torch reference'} decode attention)")
 
     # -- the scheduler's and engine's hooks ------------------------------------------------------------------
     def allocate(self, req: Request, running: int, chunk: int | None = None) -> bool:
@@ -232,7 +235,7 @@ class PagedRunner(AdapterHost):
         dev = self.device
         self.net.use_adapters(self.adapter_names(requests), decode=True)
         logits = self.net.decode_paged(ids.to(dev), p.to(dev), tables[rows, p // bs].to(dev), (p % bs).to(dev),
-                                       tables.to(dev))
+                                       tables.to(dev), attention_splits(self._sms, len(requests), self.net.kv_heads))
         for r in requests:
             r.kv_end += 1
             if r.kv_end % bs == 0:

@@ -126,8 +126,29 @@ def rope_and_store(qkv, pos, slots, cos, sin, k_cache, v_cache, heads, kv_heads)
     d = k_cache.shape[-1]
     q = torch.empty(n, heads, d, dtype=qkv.dtype, device=qkv.device)
     _rope_store_kernel[(n, heads + kv_heads)](
-        qkv, pos, slots, cos, sin, q, k_cache, v_cache, qkv.stride(0), cos.stride(0), q.stride(0),
+        qkv, pos, slots, pos, cos, sin, q, k_cache, v_cache, qkv.stride(0), cos.stride(0), q.stride(0),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), HEADS=heads, KV_HEADS=kv_heads, HALF=d // 2,
+        PAGED=False,
+    )
+    return q
+
+
+def paged_rope_and_store(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads):
+    """As paged_rope_and_store_ref, returning q only on CUDA (the kernel writes k and v to the blocks)."""
+    if not use_triton(qkv):
+        return paged_rope_and_store_ref(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads)[0]
+    return _paged_rope_and_store_triton(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads)
+
+
+def _paged_rope_and_store_triton(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads):
+    n = qkv.shape[0]
+    d = k_cache.shape[-1]
+    q = torch.empty(n, heads, d, dtype=qkv.dtype, device=qkv.device)
+    # blocks are [block_size, kv_heads, D]: the kv-head stride is stride(2), the position stride stride(1)
+    _rope_store_kernel[(n, heads + kv_heads)](
+        qkv, pos, blocks, offsets, cos, sin, q, k_cache, v_cache, qkv.stride(0), cos.stride(0), q.stride(0),
+        k_cache.stride(0), k_cache.stride(2), k_cache.stride(1), HEADS=heads, KV_HEADS=kv_heads, HALF=d // 2,
+        PAGED=True,
     )
     return q
 
@@ -135,19 +156,33 @@ def rope_and_store(qkv, pos, slots, cos, sin, k_cache, v_cache, heads, kv_heads)
 def decode_attention(q, k_cache, v_cache, slots, lens, scale, splits: int):
     if not use_triton(q):
         return decode_attention_ref(q, k_cache, v_cache, slots, lens, scale)
+    # slots [slots, kv_heads, max_len, D]: slot, kv-head and position strides
+    return _decode_attention_triton(q, k_cache, v_cache, slots, lens, scale, splits, k_cache.stride(1),
+                                    k_cache.stride(2), paged=False)
+
+
+def paged_decode_attention(q, k_cache, v_cache, tables, lens, scale, splits: int):
+    if not use_triton(q):
+        return paged_decode_attention_ref(q, k_cache, v_cache, tables, lens, scale)
+    # blocks [blocks, block_size, kv_heads, D]: the kv-head stride is stride(2), the position stride stride(1)
+    return _decode_attention_triton(q, k_cache, v_cache, tables, lens, scale, splits, k_cache.stride(2),
+                                    k_cache.stride(1), paged=True)
+
+
+def _decode_attention_triton(q, k_cache, v_cache, where, lens, scale, splits, stride_kh, stride_kn, paged):
     b, heads, d = q.shape
-    kv_heads = k_cache.shape[1]
+    kv_heads = k_cache.shape[2 if paged else 1]
     group = heads // kv_heads
     out = torch.empty(b, heads, d, dtype=q.dtype, device=q.device)
     # one split: the kernel writes the normalised output itself and the reduce launch is skipped
     part = out[:, :, None] if splits == 1 else torch.empty(b, heads, splits, d, dtype=torch.float32, device=q.device)
     lse = torch.empty(b, heads, splits, dtype=torch.float32, device=q.device)
     _decode_split_kernel[(b, kv_heads, splits)](
-        q, k_cache, v_cache, slots, lens, part, lse, scale,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1),
+        q, k_cache, v_cache, where, lens, part, lse, scale,
+        q.stride(0), q.stride(1), k_cache.stride(0), stride_kh, stride_kn,
+        part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1), where.stride(0) if paged else 0,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), D=d, BLOCK_N=64, SPLITS=splits,
-        IEEE=q.dtype == torch.float32, num_warps=4,
+        IEEE=q.dtype == torch.float32, PAGED=paged, BS=k_cache.shape[1] if paged else 1, num_warps=4,
     )
     if splits > 1:
         _decode_reduce_kernel[(b, heads)](part, lse, out, part.stride(0), part.stride(1), part.stride(2),
@@ -189,9 +224,9 @@ if triton is not None:
         tl.store(OUT + row * stride + cols, (w.to(tl.float32) * y.to(tl.float32)).to(h.dtype), mask=mask)
 
     @triton.jit
-    def _rope_store_kernel(QKV, POS, SLOT, COS, SIN, Q, KC, VC, stride_t, stride_c, stride_q,
+    def _rope_store_kernel(QKV, POS, SLOT, OFFS, COS, SIN, Q, KC, VC, stride_t, stride_c, stride_q,
                            stride_ks, stride_kh, stride_kn, HEADS: tl.constexpr, KV_HEADS: tl.constexpr,
-                           HALF: tl.constexpr):
+                           HALF: tl.constexpr, PAGED: tl.constexpr):
         t = tl.program_id(0).to(tl.int64)
         head = tl.program_id(1)
         pos = tl.load(POS + t)
@@ -211,8 +246,9 @@ if triton is not None:
             tl.store(dst + HALF + d, o2.to(Q.dtype.element_ty))
         else:
             kvh = head - HEADS
-            slot = tl.load(SLOT + t)
-            off = slot * stride_ks + kvh * stride_kh + pos * stride_kn
+            slot = tl.load(SLOT + t).to(tl.int64)  # paged: the token's block, at offset OFFS[t] inside it
+            row = tl.load(OFFS + t) if PAGED else pos
+            off = slot * stride_ks + kvh * stride_kh + row * stride_kn
             tl.store(KC + off + d, o1.to(KC.dtype.element_ty))
             tl.store(KC + off + HALF + d, o2.to(KC.dtype.element_ty))
             v = QKV + t * stride_t + (HEADS + KV_HEADS + kvh) * 2 * HALF
@@ -221,13 +257,14 @@ if triton is not None:
 
     @triton.jit
     def _decode_split_kernel(Q, KC, VC, SLOT, LENS, PART, LSE, scale, stride_qb, stride_qh, stride_ks, stride_kh,
-                             stride_kn, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh,
+                             stride_kn, stride_pb, stride_ph, stride_ps, stride_lb, stride_lh, stride_tb,
                              GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
-                             SPLITS: tl.constexpr, IEEE: tl.constexpr):
+                             SPLITS: tl.constexpr, IEEE: tl.constexpr, PAGED: tl.constexpr, BS: tl.constexpr):
+        # PAGED: SLOT is the block tables [B, max blocks] (row stride stride_tb) and the cache [blocks, BS, ...];
+        # position n of row b is at block SLOT[b, n // BS], offset n % BS. Else SLOT[b] is the row's slot.
         b = tl.program_id(0)
         kvh = tl.program_id(1)
         split = tl.program_id(2)
-        slot = tl.load(SLOT + b)
         length = tl.load(LENS + b)
         # this row's live positions, cut into SPLITS chunks of whole blocks
         chunk = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_N) * BLOCK_N
@@ -241,11 +278,17 @@ if triton is not None:
         m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
         total = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, D], tl.float32)
-        base = slot * stride_ks + kvh * stride_kh
+        if not PAGED:
+            base = tl.load(SLOT + b).to(tl.int64) * stride_ks + kvh * stride_kh
         for n0 in range(start, end, BLOCK_N):
             n = n0 + tl.arange(0, BLOCK_N)
             nmask = n < end
-            k = tl.load(KC + base + n[:, None] * stride_kn + d[None, :], mask=nmask[:, None], other=0.0)
+            if PAGED:
+                block = tl.load(SLOT + b * stride_tb + n // BS, mask=nmask, other=0).to(tl.int64)
+                rows = block * stride_ks + (n % BS) * stride_kn + kvh * stride_kh
+            else:
+                rows = base + n * stride_kn
+            k = tl.load(KC + rows[:, None] + d[None, :], mask=nmask[:, None], other=0.0)
             if IEEE:
                 s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
             else:
@@ -255,7 +298,7 @@ if triton is not None:
             p = tl.exp(s - m_new[:, None])
             alpha = tl.exp(m - m_new)
             total = total * alpha + tl.sum(p, 1)
-            v = tl.load(VC + base + n[:, None] * stride_kn + d[None, :], mask=nmask[:, None], other=0.0)
+            v = tl.load(VC + rows[:, None] + d[None, :], mask=nmask[:, None], other=0.0)
             if IEEE:
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
             else:
