@@ -13,7 +13,9 @@ where HFLM runs the model are replaced:
   keeps its batch full: lm-eval's stop sequences are the engine's stop strings, `max_gen_toks` its
   `max_tokens`, and the text is decoded and cut exactly as HFLM does.
 
-The engine steps on the calling thread (`Engine.drain`), sized to the longest request of the call.
+The engine steps on the calling thread (`Engine.drain`), sized to the longest request of the call. Scoring
+runs on the paged KV cache on every device, so a subject's shared few-shot prefix is prefilled once (prefix
+caching); generation keeps the device's default cache (on CUDA the slot cache, whose decode runs in CUDA graphs).
 """
 
 from __future__ import annotations
@@ -35,35 +37,39 @@ class EngineLM(HFLM):
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
                          device=device or str(model.device))
         self._engine = None
-        self._engine_len = 0
+        self._engine_key = (0, "")  # (context it holds, KV cache kind)
         # What HF's generate() stops at (the references' behaviour), not the serving manifest's eos.
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
 
     # -- the engine ------------------------------------------------------------------------------
-    def engine(self, longest: int):
-        """An engine whose context holds `longest` tokens (rebuilt only when a call needs more)."""
+    def engine(self, longest: int, kv_cache: str):
+        """An engine whose context holds `longest` tokens on a `kv_cache` (auto|paged) KV cache (rebuilt only when
+        a call needs more context or the other cache)."""
         from swiftkit.serve.engine.engine import Engine, EngineOptions
 
         need = min(-(-(longest + 2) // 256) * 256, self.max_length + 2)
-        if self._engine is None or need > self._engine_len:
+        if self._model.device.type != "cuda":
+            kv_cache = "paged"  # what auto is off CUDA: scoring and generation share one engine there
+        if self._engine is None or need > self._engine_key[0] or kv_cache != self._engine_key[1]:
             self._engine = None  # free the old cache before the new one is allocated
             vocab = int(self._model.get_output_embeddings().weight.shape[0])
             options = EngineOptions(
                 max_num_seqs=int(self.batch_size), max_model_len=need, max_queue=2**31 - 1,
                 max_batched_tokens=max(need, min(8192, LOGITS_BUDGET // (4 * vocab))),
                 prefix_caching=True,  # the weights never change during an eval: shared few-shot prefixes are reused
+                kv_cache=kv_cache,
             )
             self._engine = Engine(self._model, self.tokenizer, self.eos_ids, options)
-            self._engine_len = need
+            self._engine_key = (need, kv_cache)
         return self._engine
 
-    def _run(self, jobs: list[tuple[list[int], Any]], on_done: Callable[[int, Any], None]) -> None:
+    def _run(self, jobs: list[tuple[list[int], Any]], on_done: Callable[[int, Any], None], kv_cache: str) -> None:
         """Submit (prompt ids, params) jobs longest first, step the engine until all finish."""
         from swiftkit.serve.engine.request import Request
 
-        engine = self.engine(max(len(ids) + params.max_tokens for ids, params in jobs))
+        engine = self.engine(max(len(ids) + params.max_tokens for ids, params in jobs), kv_cache)
         outputs: dict[int, list] = {i: [] for i in range(len(jobs))}
 
         def sink(index: int, out) -> None:
@@ -121,7 +127,7 @@ class EngineLM(HFLM):
                 answer = (sum(e.logprob for e in scored), all(e.top[0][0] == e.token_id for e in scored))
                 self._record(requests[i], answer, results, i)
 
-        self._run(jobs, done)
+        self._run(jobs, done, kv_cache="paged")
         return results
 
     def _record(self, request, answer: tuple[float, bool], results: list, index: int) -> None:
@@ -151,7 +157,7 @@ class EngineLM(HFLM):
             self.cache_hook.add_partial("generate_until", requests[index].args, texts[index])
 
         if jobs:
-            self._run(jobs, done)
+            self._run(jobs, done, kv_cache="auto")
         return texts
 
     def _sampling(self, kwargs: dict, max_gen_toks: int, until: Sequence[str]):
