@@ -5,7 +5,8 @@
 # Qwen tokenizer); a random model scores chance. Results: docs/benchmarks.md.
 #   bash benchmarks/eval_gpu.sh ARCH TASK LIMIT [FEWSHOT] [MAX_GEN_TOKS]
 #   e.g. bash benchmarks/eval_gpu.sh qwen2.5-7b gsm8k 256           # 5-shot prompts, 256 new tokens, 256 samples
-#        bash benchmarks/eval_gpu.sh qwen2.5-7b mmlu 23 5           # 11 subjects x 23 x 4 choices = 1,012 requests
+#        HF_BATCH=8 bash benchmarks/eval_gpu.sh qwen2.5-7b mmlu 23 5   # 11 subjects x 23 x 4 choices = 1,012 requests
+# HF_BATCH: lm-eval hf's batch (the baseline's --baseline-batch-size); at 64 its MMLU log-softmax needs 131 GiB.
 # Carried (git-ignored) in $W (default .cache/evalgpu): whl/ (cp312 wheels the GPU image lacks: lm_eval, evaluate,
 # nltk, rouge_score, pytablewriter and its deps, sqlitedict, word2number, more_itertools, click, datasets, dill,
 # multiprocess, trl, pydantic, pydantic-core, fastapi, starlette, uvicorn, llguidance, sqlalchemy, ...),
@@ -23,4 +24,4 @@ echo "+ swiftkit bench eval --model $M --data-dir $W/data --tasks $TASK --limit 
 date +%T
 # At TIMEOUT seconds SIGABRT makes faulthandler print every thread's stack: a stall shows where it is.
 timeout -s ABRT $TIMEOUT python3 -X faulthandler -m swiftkit bench eval --model $M --data-dir $W/data --tasks $TASK --limit $LIMIT ${FEWSHOT:+--num-fewshot $FEWSHOT} \
-  ${GEN:+--max-gen-toks $GEN} --batch-size 64 --output $OUT/bench_eval_${ARCH}_$TASK.json 2>&1 | grep -v -iE "warn"
+  ${GEN:+--max-gen-toks $GEN} --batch-size 64 ${HF_BATCH:+--baseline-batch-size $HF_BATCH} --output $OUT/bench_eval_${ARCH}_$TASK.json 2>&1 | grep -v -iE "warn"

@@ -45,13 +45,13 @@ def agreement(ours: Path, baseline: Path) -> dict[str, Any]:
     return result
 
 
-def _eval(cfg: BenchEvalConfig, backend: str, output: Path) -> dict[str, Any]:
+def _eval(cfg: BenchEvalConfig, backend: str, output: Path, batch_size: int) -> dict[str, Any]:
     from swiftkit.eval import evaluate
     from swiftkit.eval.config import EvalConfig
 
     eval_cfg = EvalConfig(
         model=[cfg.model], tasks=cfg.tasks, backend=backend, data_dir=cfg.data_dir, limit=cfg.limit, num_fewshot=cfg.num_fewshot,
-        max_gen_toks=cfg.max_gen_toks, batch_size=cfg.batch_size, chat=cfg.chat, dtype=cfg.dtype, device=cfg.device,
+        max_gen_toks=cfg.max_gen_toks, batch_size=batch_size, chat=cfg.chat, dtype=cfg.dtype, device=cfg.device,
         output=str(output), overwrite=True,
     )
     started = time.perf_counter()
@@ -62,8 +62,8 @@ def _eval(cfg: BenchEvalConfig, backend: str, output: Path) -> dict[str, Any]:
     for phase in metrics.get("phases", []):
         kind = "generate" if phase["kind"] == "generate_until" else "loglikelihood"
         phases[kind] = round(phases.get(kind, 0.0) + phase["seconds"], 2)
-    return {"backend": backend, "artifact": str(output), "total_s": round(total, 2), "scoring_s": metrics["wall_s"],
-            "phases_s": phases, "scores": metrics["scores"]}
+    return {"backend": backend, "batch_size": batch_size, "artifact": str(output), "total_s": round(total, 2),
+            "scoring_s": metrics["wall_s"], "phases_s": phases, "scores": metrics["scores"]}
 
 
 def run(cfg: BenchEvalConfig) -> list[dict[str, Any]]:
@@ -74,9 +74,11 @@ def run(cfg: BenchEvalConfig) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="swiftkit-bench-eval-") as scratch:
         root = Path(cfg.workdir) if cfg.workdir else Path(scratch)
         rows = []
-        for backend in backends:
-            console.print(f"[bold]bench eval[/] {backend}: {cfg.model} on {', '.join(cfg.tasks)} (limit {cfg.limit})")
-            rows.append(_eval(cfg, backend, root / backend))
+        for i, backend in enumerate(backends):
+            batch = cfg.baseline_batch_size if i == 0 and cfg.baseline_batch_size else cfg.batch_size
+            console.print(f"[bold]bench eval[/] {backend}: {cfg.model} on {', '.join(cfg.tasks)} (limit {cfg.limit}, "
+                          f"batch {batch})")
+            rows.append(_eval(cfg, backend, root / backend, batch))
         base = rows[0]
         for row in rows[1:]:
             row["agreement"] = agreement(Path(row["artifact"]), Path(base["artifact"]))
@@ -90,7 +92,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
     base = rows[0]
     tasks = list(base["scores"])
     kinds = [k for k in ("loglikelihood", "generate") if k in base["phases_s"]]
-    header = ["backend", "scoring s", *(f"{k} s" for k in kinds), "load+scoring s", f"speed-up vs {base['backend']}", *tasks,
+    header = ["backend", "batch", "scoring s", *(f"{k} s" for k in kinds), "load+scoring s", f"speed-up vs {base['backend']}", *tasks,
               "max |Δ loglik|", "generations equal"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -101,7 +103,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
             scores.append("—" if score is None else f"{score:.4f}{delta}")
         agree = row.get("agreement")
         lines.append("| " + " | ".join([
-            row["backend"], f"{row['scoring_s']:.1f}",
+            row["backend"], str(row["batch_size"]), f"{row['scoring_s']:.1f}",
             *(f"{row['phases_s'].get(k, 0.0):.1f} ({base['phases_s'][k] / max(row['phases_s'].get(k, 0.0), 1e-9):.2f}x)" for k in kinds),
             f"{row['total_s']:.1f}", f"{base['scoring_s'] / row['scoring_s']:.2f}x",
             *scores,

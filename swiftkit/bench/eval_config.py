@@ -17,6 +17,9 @@ class BenchEvalConfig(CommandConfig):
     num_fewshot: int | None = Field(None, description="Few-shot examples (default: each task's own, gsm8k 5).")
     max_gen_toks: int | None = Field(None, description="Cap on generated tokens (default: each task's own, gsm8k 256).")
     batch_size: int = Field(32, description="Requests per forward pass (hf, local) / running sequences (engine).")
+    baseline_batch_size: int | None = Field(
+        None, description="--batch-size of the first (baseline) backend only, e.g. what fits lm-eval's hf on this GPU "
+        "(its MMLU log-softmax at 64 × 1k tokens × 152k vocabulary needs 131 GiB); default --batch-size.")
     chat: bool | None = Field(False, description="Apply the chat template (default off: base-model style prompts).")
     dtype: Dtype = Field("auto", description="Weights dtype (auto: bfloat16 on GPU, float32 on CPU).")
     device: str | None = Field(None, description="Device (default: cuda if available, else cpu).")
