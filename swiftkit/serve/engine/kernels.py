@@ -122,33 +122,28 @@ def add_rms_norm(h, residual, weight, eps):
 def rope_and_store(qkv, pos, slots, cos, sin, k_cache, v_cache, heads, kv_heads):
     if not use_triton(qkv):
         return rope_and_store_ref(qkv, pos, slots, cos, sin, k_cache, v_cache, heads, kv_heads)
-    n = qkv.shape[0]
-    d = k_cache.shape[-1]
-    q = torch.empty(n, heads, d, dtype=qkv.dtype, device=qkv.device)
-    _rope_store_kernel[(n, heads + kv_heads)](
-        qkv, pos, slots, pos, cos, sin, q, k_cache, v_cache, qkv.stride(0), cos.stride(0), q.stride(0),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), HEADS=heads, KV_HEADS=kv_heads, HALF=d // 2,
-        PAGED=False,
-    )
-    return q
+    # slots [slots, kv_heads, max_len, D]: a token's cache row is its position
+    return _rope_store_triton(qkv, pos, slots, None, cos, sin, k_cache, v_cache, heads, kv_heads)
 
 
 def paged_rope_and_store(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads):
     """As paged_rope_and_store_ref, returning q only on CUDA (the kernel writes k and v to the blocks)."""
     if not use_triton(qkv):
         return paged_rope_and_store_ref(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads)[0]
-    return _paged_rope_and_store_triton(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads)
+    return _rope_store_triton(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads)
 
 
-def _paged_rope_and_store_triton(qkv, pos, blocks, offsets, cos, sin, k_cache, v_cache, heads, kv_heads):
+def _rope_store_triton(qkv, pos, where, offsets, cos, sin, k_cache, v_cache, heads, kv_heads):
+    """`where`: each token's slot, or (with `offsets`) its block; blocks are [block_size, kv_heads, D], so their
+    kv-head stride is stride(2) and their position stride stride(1)."""
+    paged = offsets is not None
     n = qkv.shape[0]
     d = k_cache.shape[-1]
     q = torch.empty(n, heads, d, dtype=qkv.dtype, device=qkv.device)
-    # blocks are [block_size, kv_heads, D]: the kv-head stride is stride(2), the position stride stride(1)
+    stride_kh, stride_kn = (k_cache.stride(2), k_cache.stride(1)) if paged else (k_cache.stride(1), k_cache.stride(2))
     _rope_store_kernel[(n, heads + kv_heads)](
-        qkv, pos, blocks, offsets, cos, sin, q, k_cache, v_cache, qkv.stride(0), cos.stride(0), q.stride(0),
-        k_cache.stride(0), k_cache.stride(2), k_cache.stride(1), HEADS=heads, KV_HEADS=kv_heads, HALF=d // 2,
-        PAGED=True,
+        qkv, pos, where, offsets if paged else pos, cos, sin, q, k_cache, v_cache, qkv.stride(0), cos.stride(0),
+        q.stride(0), k_cache.stride(0), stride_kh, stride_kn, HEADS=heads, KV_HEADS=kv_heads, HALF=d // 2, PAGED=paged,
     )
     return q
 
