@@ -26,7 +26,7 @@ from swiftkit.serve.engine.request import Request, RequestOutput, SamplingParams
 from swiftkit.serve.engine.runner import make_runner
 from swiftkit.serve.engine.sampler import Sampler, prompt_logprobs
 from swiftkit.serve.engine.scheduler import QueueFull, Scheduler
-from swiftkit.serve.engine.spec import accept_greedy, ngram_draft
+from swiftkit.serve.engine.spec import SpecGate, accept_greedy, ngram_draft
 
 EngineBusy = QueueFull
 
@@ -64,6 +64,7 @@ class Engine:
         self.paged = hasattr(self.runner, "allocate")
         self.preemptions = 0
         self.spec_drafted = self.spec_accepted = 0
+        self.spec_gate = SpecGate()
         self.device = self.runner.device
         self.sampler = Sampler(sorted(self.eos_ids), options.seed, self.device)
         self.scheduler = Scheduler(options.max_num_seqs, options.max_queue, options.max_batched_tokens)
@@ -259,8 +260,11 @@ class Engine:
         batch = len(self.scheduler.running)
         speculated = batch and self.options.speculative_tokens and self.paged and self._speculate()
         if batch and not speculated:
+            started = time.perf_counter()
             logits = self.runner.decode(self.scheduler.running)
-            tokens, logprobs = self.sampler(logits, self.scheduler.running)
+            tokens, logprobs = self.sampler(logits, self.scheduler.running)  # on the host: the device is done
+            if self.options.speculative_tokens:
+                self.spec_gate.decoded(time.perf_counter() - started)
             for req, tok, lp in zip([*self.scheduler.running], tokens, logprobs, strict=True):
                 self._append(req, tok, lp)
         self.steps += 1
@@ -280,14 +284,16 @@ class Engine:
             room = min(self.options.speculative_tokens, r.params.max_tokens - len(r.output_ids) - 1,
                        self.options.max_model_len - r.num_tokens - 1)
             drafts.append(ngram_draft(r.token_ids, room))
-        if not any(drafts):
+        if not any(drafts) or not self.spec_gate.wants(running, drafts):
             return False
+        started = time.perf_counter()
         logits = self.runner.verify(running, drafts)
         if logits is None:
             return False
         greedy = logits.argmax(-1).tolist()
-        for r, draft, row in zip(running, drafts, greedy, strict=True):
-            emitted = accept_greedy(draft, row)
+        emits = [accept_greedy(draft, row) for draft, row in zip(drafts, greedy, strict=True)]
+        self.spec_gate.verified(time.perf_counter() - started, running, drafts, [len(e) - 1 for e in emits])
+        for r, draft, emitted in zip(running, drafts, emits, strict=True):
             r.kv_end += len(emitted)  # the last token and the accepted draft tokens are in the cache now
             self.spec_drafted += len(draft)
             self.spec_accepted += len(emitted) - 1

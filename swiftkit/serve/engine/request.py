@@ -103,6 +103,7 @@ class Request:
     kv_cached: int = 0
     prompt_lp: list = field(default_factory=list)  # prompt logprobs of the chunks prefilled so far
     preemptions: int = 0  # times its blocks were taken back; it re-enters by recomputing prompt + output
+    spec_rate: float = 1.0  # speculative decoding: running share of its draft tokens accepted (spec.SpecGate)
     generator: Any = None  # torch.Generator when the request has a seed
     matcher: Any = None  # llguidance matcher when the output is constrained
     detokenizer: Any = None
