@@ -8,7 +8,7 @@ token for token, up to floating-point near-ties between the one-token and the mu
 
 Whether a step speculates is measured, not assumed (SpecGate): a verify forward costs more than a decode step
 (on one CPU core 2x, since a few rows already make its small matmuls compute-bound; on a GPU about 1x), and on
-free text drafts are mostly wrong (SmolLM2 telling a story: 10 of 287 draft tokens accepted, 0.65-0.75x with an
+free text drafts are mostly wrong (SmolLM2 telling a story: 10 of 287 draft tokens accepted, 0.65-0.72x with an
 ungated verify every step). So the engine times both kinds of step and speculates when the rows' acceptance so far
 predicts more tokens per second than decoding; every PROBE_EVERY steps it verifies anyway, so a row whose text
 turns repetitive (a quoted passage) is noticed.
