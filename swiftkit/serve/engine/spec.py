@@ -11,7 +11,7 @@ Whether a step speculates is measured, not assumed (SpecGate): a verify forward 
 free text drafts are mostly wrong (SmolLM2 telling a story: 10 of 287 draft tokens accepted, 0.65-0.72x with an
 ungated verify every step). So the engine times both kinds of step and speculates when the rows' acceptance so far
 predicts more tokens per second than decoding; every PROBE_EVERY steps it verifies anyway, so a row whose text
-turns repetitive (a quoted passage) is noticed.
+turns repetitive (a quoted passage) is noticed, and each probe that accepts nothing doubles that wait.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-PROBE_EVERY = 16  # decode steps with drafts on offer between two verifies, at most
+PROBE_EVERY = 16  # decode steps with drafts on offer between two verifies, at most (times the backoff)
+MAX_BACKOFF = 8  # probes that accept nothing double the wait, up to 8 x PROBE_EVERY
 EMA = 0.3  # weight of the newest measurement in the running averages
 
 
@@ -56,9 +57,14 @@ class SpecGate:
         self.decode_s: float | None = None  # running averages of the two kinds of step's wall time
         self.verify_s: float | None = None
         self.waited = 0  # decode steps taken although drafts were on offer, since the last verify
+        self.backoff = 1  # the probe interval's multiple: doubled by probes that accept nothing
+        self.probing = False
 
     def wants(self, rows: Sequence[Any], drafts: Sequence[Sequence[int]]) -> bool:
-        if self.waited >= PROBE_EVERY or self.decode_s is None or self.verify_s is None:
+        if self.decode_s is None:  # time a decode step first, then a verify
+            return False
+        self.probing = self.waited >= PROBE_EVERY * self.backoff
+        if self.probing or self.verify_s is None:
             return True
         tokens = sum(1 + r.spec_rate * len(d) for r, d in zip(rows, drafts, strict=True)) / len(rows)
         if tokens * self.decode_s > self.verify_s:  # tokens per second, verifying vs decoding
@@ -73,6 +79,10 @@ class SpecGate:
                  accepted: Sequence[int]) -> None:
         self.verify_s = seconds if self.verify_s is None else (1 - EMA) * self.verify_s + EMA * seconds
         self.waited = 0
+        if any(accepted):
+            self.backoff = 1
+        elif self.probing:
+            self.backoff = min(2 * self.backoff, MAX_BACKOFF)
         for r, d, n in zip(rows, drafts, accepted, strict=True):
             if d:
                 r.spec_rate = (1 - EMA) * r.spec_rate + EMA * n / len(d)
