@@ -84,6 +84,7 @@ def hf_backend(ref: ModelRef, batch_size: int, max_length: int | None, device: s
 
     if len(ref.adapters) > 1:
         raise SwiftkitError("--backend hf applies at most one adapter", f"{ref.path} is a chain: use --backend local or merge it")
+    device = default_device(device)
     lm = HFLM(
         pretrained=str(ref.base_path),
         peft=str(ref.adapters[0]) if ref.adapters else None,
@@ -92,8 +93,8 @@ def hf_backend(ref: ModelRef, batch_size: int, max_length: int | None, device: s
         max_length=max_length,
         # The same defaults as the other backends (cuda when there is one, auto: bf16 there): hard-coded cpu/fp32
         # here ran the reference on the host of a GPU machine (a 7B bench ran out of host memory).
-        device=default_device(device),
-        dtype=str(torch_dtype(dtype, default_device(device))).removeprefix("torch."),
+        device=device,
+        dtype=str(torch_dtype(dtype, device)).removeprefix("torch."),
     )
     template = lm.tokenizer.chat_template if has_chat_template(lm.tokenizer) else None
     return Backend(lm, str(ref.path), str(ref.path), template, {"backend": "hf", "device": str(lm.device)})
