@@ -6,6 +6,7 @@
    HF `generate` — greedy tokens must be equal; seeded sampling (temperature, top-p, top-k,
    repetition penalty) must give the same tokens on both engines.
    The paged cache on CUDA (Triton decode over block tables) against the plain engine, greedy.
+   The chunk attention after a cached prefix (torch's lower-right causal bias) against an explicit mask, timed.
 3. Multi-LoRA on the slot cache's CUDA graphs (stacked LoRAs, static adapter ids) against the plain engine.
 
     python benchmarks/engine_gpu_check.py TOY_DIR     (exit status 1 when a check fails)
@@ -76,6 +77,14 @@ def kernel_checks() -> None:
             check(f"paged rope q {tag}", q_got, q_want, tol)
             check(f"paged rope k blocks {tag}", k2, k1, tol)
             check(f"paged v blocks {tag}", v2, v1, 0.0)
+            # a chunk (or a prefix-cache hit's rest) after cached positions: strided views, as prefill_paged passes
+            for new_len, total in ((1, 1), (7, 300), (512, 3000)):
+                qp = torch.randn(1, new_len, heads, dim, device="cuda", dtype=dtype, generator=gen).transpose(1, 2)
+                kp = torch.randn(1, total, kv_heads, dim, device="cuda", dtype=dtype, generator=gen).transpose(1, 2)
+                vp = torch.randn_like(kp)
+                check(f"prefix_attention {tag} {new_len} after {total - new_len}",
+                      kernels.prefix_attention(qp, kp, vp, dim ** -0.5),
+                      kernels.prefix_attention_ref(qp, kp, vp, dim ** -0.5), tol)
         h = torch.randn(7, 3584, device="cuda", dtype=dtype, generator=gen)
         r = torch.randn_like(h)
         w = torch.randn(3584, device="cuda", dtype=dtype, generator=gen)
@@ -85,6 +94,23 @@ def kernel_checks() -> None:
             check(f"residual sum {str(dtype)[6:]}", got_r, want_r, 0.0)
         gu = torch.randn(7, 2 * 18944, device="cuda", dtype=dtype, generator=gen)
         check(f"silu_mul {str(dtype)[6:]}", kernels.silu_mul(gu), kernels.silu_mul_ref(gu), tol)
+
+
+def prefix_attention_timing() -> None:
+    """The long-prompt row's chunk attention: 512 and 2,048 new tokens after a 28k prefix, 7B heads, bf16."""
+    for new_len in (512, 2048):
+        q = torch.randn(1, 28, new_len, 128, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, 4, 28_000 + new_len, 128, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        for name, fn in (("prefix_attention", kernels.prefix_attention), ("explicit mask", kernels.prefix_attention_ref)):
+            fn(q, k, v, 0.088)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(5):
+                fn(q, k, v, 0.088)
+            end.record()
+            torch.cuda.synchronize()
+            print(f"     {name}: {new_len} after 28,000, 28/4 heads bf16: {start.elapsed_time(end) / 5:.2f} ms per layer")
 
 
 def toy_checks(toy_dir: str) -> None:
@@ -167,6 +193,7 @@ def lora_checks(toy_dir: str) -> None:
 if __name__ == "__main__":
     print(torch.cuda.get_device_name(), torch.__version__)
     kernel_checks()
+    prefix_attention_timing()
     toy_checks(sys.argv[1])
     lora_checks(sys.argv[1])
     print("FAILED: " + ", ".join(failures) if failures else "all checks passed")

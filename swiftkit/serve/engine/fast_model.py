@@ -341,8 +341,7 @@ class FastDecoder:
                     v = v_new[start:start + new].transpose(0, 1)[None]
                 qr = q[start:start + new].transpose(0, 1)[None]
                 if cached:  # queries sit after the cached prefix: a bottom-right causal mask
-                    mask = torch.arange(total, device=q.device)[None] <= cached + torch.arange(new, device=q.device)[:, None]
-                    a = F.scaled_dot_product_attention(qr, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True)
+                    a = kernels.prefix_attention(qr, k, v, self.scale)
                 else:
                     with sdpa_kernel(PREFILL_BACKENDS):
                         a = F.scaled_dot_product_attention(qr, k, v, is_causal=True, scale=self.scale, enable_gqa=True)

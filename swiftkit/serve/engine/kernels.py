@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 try:
     import triton
@@ -88,6 +89,22 @@ def gather_blocks(cache, table):
     block, kv_heads, d = cache.shape[1:]
     picked = cache.view(cache.shape[0], -1).index_select(0, table.reshape(-1))
     return picked.view(*table.shape[:-1], table.shape[-1] * block, kv_heads, d)
+
+
+def prefix_attention(q, k, v, scale):
+    """q [1, H, new, D]: the new tokens after k/v's first total - new positions ([1, KV, total, D]) attend to
+    all of those and causally to each other (a bottom-right causal mask). torch's lower-right causal bias
+    dispatches to the flash / memory-efficient kernels on CUDA; an explicit boolean mask forces SDPA's math
+    path, which expands the grouped heads and materialises [H, new, total] scores: a 512-token chunk after a
+    30k prefix cost ≈ 125 ms per step on the H200 that way. On CPU both materialise the mask (same speed)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]),
+                                          scale=scale, enable_gqa=True)
+
+
+def prefix_attention_ref(q, k, v, scale):
+    new, total = q.shape[2], k.shape[2]
+    mask = torch.arange(total, device=q.device)[None] <= total - new + torch.arange(new, device=q.device)[:, None]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
 
 
 def paged_decode_attention_ref(q, k_cache, v_cache, tables, lens, scale):
