@@ -4,7 +4,7 @@
 #   bash benchmarks/engine_gpu.sh "BENCH_ARCHS" ENGINES "SERVE_ARCHS" "LONG_PROMPT_ARCHS"
 #   e.g. bash benchmarks/engine_gpu.sh "qwen2.5-7b qwen2.5-1.5b" fast,hf,hf-cb "qwen2.5-7b" "qwen2.5-7b"
 # LONG_PROMPT_ARCHS: issue 16's long-context row (chunked prefill): 64 streams of 1k-token prompts decode and one
-# 30k-token prompt arrives mid-run (context 30k + 256 ≈ --max-model-len 32768), paged KV, chunks of 512 and 2048.
+# 30k-token prompt arrives mid-run (context 30k + 256 ≈ --max-model-len 32768), paged KV, chunks of $LONG_CHUNKS (512 2048).
 # Carried (git-ignored) in $W (default .cache/enginegpu): whl/ (cp312 wheels the GPU image lacks: fastapi,
 # starlette, uvicorn, pydantic, pydantic-core, annotated-types, typing-inspection, opentelemetry-api,
 # llguidance, typer) and toy/ (a built toy model: `swiftkit toy`). ENGINE_CHECK=0 skips engine_gpu_check.py.
@@ -18,13 +18,13 @@ python3 -c "import importlib.metadata as m; print({p: m.version(p) for p in ('to
 for arch in $BENCH; do
   echo "+ swiftkit bench engine --model-config $arch --engines $ENGINES --concurrency 1,64 --output $OUT/bench_engine_$arch.json"
   python3 -m swiftkit bench engine --model-config $arch --engines $ENGINES --concurrency 1,64 \
-     --output $OUT/bench_engine_$arch.json 2>&1 | grep -v -iE "warn"
+     --output $OUT/bench_engine_$arch.json 2>&1 | grep --line-buffered -v -iE "warn"
 done
 for arch in $LONG; do
-  for chunk in 512 2048; do
+  for chunk in ${LONG_CHUNKS:-512 2048}; do
     echo "+ swiftkit bench engine --model-config $arch --engines fast --concurrency 64 --prompt-len 1024 --max-tokens 256 --long-prompt 30000 --prefill-chunk $chunk"
     timeout 300 python3 -m swiftkit bench engine --model-config $arch --engines fast --concurrency 64 --prompt-len 1024 --max-tokens 256 \
-       --long-prompt 30000 --prefill-chunk $chunk --fidelity-tokens 0 --output $OUT/bench_long_prompt_${arch}_chunk$chunk.json 2>&1 | grep -v -iE "warn"
+       --long-prompt 30000 --prefill-chunk $chunk --fidelity-tokens 0 --output $OUT/bench_long_prompt_${arch}_chunk$chunk.json 2>&1 | grep --line-buffered -v -iE "warn"
   done
 done
 for arch in $SERVE; do
@@ -36,7 +36,7 @@ for arch in $SERVE; do
     n=$(( c == 1 ? 4 : 64 ))
     echo "+ swiftkit bench serve --url http://127.0.0.1:8011 --endpoint completions --prompt-tokens 128 --max-tokens 256 --concurrency $c --requests $n"
     timeout 200 python3 -m swiftkit bench serve --url http://127.0.0.1:8011 --endpoint completions --prompt-tokens 128 --max-tokens 256 \
-       --concurrency $c --requests $n --output $OUT/bench_serve_${arch}_c$c.json 2>&1 | grep -v -iE "warn"
+       --concurrency $c --requests $n --output $OUT/bench_serve_${arch}_c$c.json 2>&1 | grep --line-buffered -v -iE "warn"
   done
   kill %1; wait; grep -iE "model|engine|graph|error|Traceback" /tmp/serve_$arch.log | head -20
   rm -rf /dev/shm/m_$arch

@@ -24,4 +24,4 @@ echo "+ swiftkit bench eval --model $M --data-dir $W/data --tasks $TASK --limit 
 date +%T
 # At TIMEOUT seconds SIGABRT makes faulthandler print every thread's stack: a stall shows where it is.
 timeout -s ABRT $TIMEOUT python3 -X faulthandler -m swiftkit bench eval --model $M --data-dir $W/data --tasks $TASK --limit $LIMIT ${FEWSHOT:+--num-fewshot $FEWSHOT} \
-  ${GEN:+--max-gen-toks $GEN} --batch-size 64 ${HF_BATCH:+--baseline-batch-size $HF_BATCH} --output $OUT/bench_eval_${ARCH}_$TASK.json 2>&1 | grep -v -iE "warn"
+  ${GEN:+--max-gen-toks $GEN} --batch-size 64 ${HF_BATCH:+--baseline-batch-size $HF_BATCH} --output $OUT/bench_eval_${ARCH}_$TASK.json 2>&1 | grep --line-buffered -v -iE "warn"

@@ -5,8 +5,9 @@ rendering and rolling windows are exactly HFLM's (the `local`/`hf` references); 
 where HFLM runs the model are replaced:
 
 * `_loglikelihood_tokens` (loglikelihood and loglikelihood_rolling windows): every distinct token
-  sequence is one engine request with `prompt_logprobs=1` and `max_tokens=1`, so the engine runs a
-  batched prefill and nothing else. Requests that share their input and score one token (the
+  sequence is one engine request with `prompt_logprobs=1` from the continuation's first token on and
+  `max_tokens=1`, so the engine runs a batched prefill and nothing else, and the context before the
+  continuation may come from the prefix cache. Requests that share their input and score one token (the
   choices of a multiple-choice question) are one request whose first-token `logprobs` cover the
   whole vocabulary: the same one-forward-per-question sharing HFLM's logits cache does.
 * `generate_until`: every request is submitted at once (longest first) and the engine's scheduler
@@ -104,10 +105,13 @@ class EngineLM(HFLM):
         members: dict[tuple, list[int]] = {k: [] for k in distinct}
         for i, key in enumerate(keys):
             members[key].append(i)
+        # A longer continuation scores its tokens from the prompt: only those positions need logits, so the
+        # context before them (a shared few-shot prefix) can come from the prefix cache.
         jobs = [
             (list(ids), SamplingParams(max_tokens=1, temperature=0.0, logprobs=vocab))
             if kind == "next"
-            else (list(ids), SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1))
+            else (list(ids), SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1,
+                                            prompt_logprobs_from=len(ids) - max(len(conts[i]) for i in members[(ids, kind)])))
             for ids, kind in distinct
         ]
         results: list[tuple[float, bool] | None] = [None] * len(requests)

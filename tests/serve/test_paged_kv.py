@@ -157,6 +157,31 @@ def test_requests_admitted_together_share_their_prefix(toy):
     assert got["fast"] == got["plain"]
 
 
+def test_prompt_logprobs_from_a_position_reuse_the_cached_prefix(toy):
+    """lm-eval's scoring: prompt logprobs of the last tokens only, after a shared context that the prefix
+    cache holds; they equal the plain engine's full prompt logprobs there."""
+    model, tokenizer, prompts = toy
+    got = {}
+    for engine in ("fast", "plain"):
+        eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=4, max_model_len=256, engine=engine,
+                                                          prefix_caching=True))
+        outputs: dict[str, list] = {}
+        reqs = [Request(list(p), SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1,
+                                                prompt_logprobs_from=len(p) - 1 - i % 7),
+                        sink=lambda o: outputs.setdefault(o.request_id, []).append(o)) for i, p in enumerate(prompts)]
+        for r in reqs:
+            eng.submit(r)
+        eng.drain()
+        plps = [next(o.prompt_logprobs for o in outputs[r.request_id] if o.prompt_logprobs) for r in reqs]
+        got[engine] = [plp[r.params.prompt_logprobs_from:] for plp, r in zip(plps, reqs, strict=True)]
+        if engine == "fast":
+            assert eng.runner.blocks.hit_tokens > 0.3 * eng.runner.blocks.queried_tokens
+    for fast, plain in zip(got["fast"], got["plain"], strict=True):
+        assert [e.token_id for e in fast] == [e.token_id for e in plain]
+        assert [e.logprob for e in fast] == pytest.approx([e.logprob for e in plain], abs=1e-4)
+        assert [e.top[0][0] for e in fast] == [e.top[0][0] for e in plain]
+
+
 @pytest.mark.real
 def test_real_model_paged_prefix_cached_greedy_equals_plain(smollm2):
     """SmolLM2-135M in fp32: chat prompts sharing the default system prompt, late arrivals, a repeat; with and

@@ -360,7 +360,8 @@ class Engine:
 
     def _prompt_logprobs(self, req: Request, logits: torch.Tensor, start: int) -> None:
         """Prompt logprobs from the logits of positions [start, start + len(logits)) (a chunk of the prompt, or
-        all of it); a chunk's part extends what the earlier chunks gave (start 0: a fresh prefill, preempted or not)."""
+        all of it); a chunk's part extends what the earlier chunks gave. The first chunk starts after the
+        prefix-cache hit (kv_cached, 0 unless params.prompt_logprobs_from allowed one): positions up to it get None."""
         if req.error is not None:
             return
         try:
@@ -368,7 +369,7 @@ class Engine:
         except Exception as exc:
             req.error = f"{type(exc).__name__}: {exc}"
             return
-        req.prompt_lp = part if start == 0 else req.prompt_lp + part[1:]
+        req.prompt_lp = [None] * start + part if start == req.kv_cached else req.prompt_lp + part[1:]
 
     def _first_tokens(self, requests: list[Request], last: torch.Tensor) -> None:
         tokens, logprobs = self.sampler(last, requests)

@@ -181,9 +181,11 @@ class PagedRunner(AdapterHost):
     def allocate(self, req: Request, running: int, chunk: int | None = None) -> bool:
         """Blocks for the request's prefill (prompt, plus its output so far if it was preempted); `chunk`: the
         positions this step computes, when the prefill is chunked. Its prefill starts after the cached positions."""
-        use_cache = req.params.prompt_logprobs is None  # those need logits at every prompt position
+        # prompt logprobs need the logits of every position before the first scored one: those are computed
+        p = req.params
+        cache_upto = len(req.token_ids) if p.prompt_logprobs is None else max(0, p.prompt_logprobs_from - 1)
         reserve = self.watermark if running else 0
-        if not self.blocks.allocate(req, req.token_ids, use_cache, reserve, chunk):
+        if not self.blocks.allocate(req, req.token_ids, cache_upto, reserve, chunk):
             return False
         req.kv_start = 0
         req.kv_end = req.kv_cached

@@ -52,12 +52,14 @@ class BlockManager:
         return -(-tokens // self.block_size)
 
     # -- admission --------------------------------------------------------------------------------------
-    def allocate(self, req: Request, tokens: Sequence[int], use_cache: bool, reserve: int = 0,
+    def allocate(self, req: Request, tokens: Sequence[int], cache_upto: int, reserve: int = 0,
                  first_chunk: int | None = None) -> bool:
         """Blocks for `tokens` (the sequence's whole prefill); False, changing nothing, unless `reserve` blocks
-        stay free afterwards. Sets req.block_table, req.block_hashes and req.kv_cached (positions reused).
-        `first_chunk`: the prefill is chunked and this step computes only that many positions after the cached ones."""
-        hits = self._lookup(req, tokens) if use_cache and self.prefix_caching else []
+        stay free afterwards. Sets req.block_table, req.block_hashes and req.kv_cached (positions reused: cached
+        blocks within the first `cache_upto` tokens). `first_chunk`: the prefill is chunked and this step
+        computes only that many positions after the cached ones."""
+        use_cache = cache_upto > 0 and self.prefix_caching
+        hits = self._lookup(req, tokens, cache_upto) if use_cache else []
         need = self.blocks_for(len(tokens)) - len(hits)
         revived = sum(1 for b in hits if self.ref[b] == 0)  # hits sitting in the free pool leave it
         if need > self.num_free - revived - reserve:
@@ -75,15 +77,15 @@ class BlockManager:
         # this step's positions, though: a later chunk's blocks are registered once written (PagedRunner.prefill).
         upto = len(tokens) if first_chunk is None else min(len(tokens), req.kv_cached + first_chunk)
         self.register(req, tokens, upto)
-        if use_cache and self.prefix_caching:
+        if use_cache:
             self.queried_tokens += len(tokens)
             self.hit_tokens += req.kv_cached
         return True
 
-    def _lookup(self, req: Request, tokens: Sequence[int]) -> list[int]:
-        """Registered blocks that begin `tokens`; at least the last token is always left to compute (its logits)."""
+    def _lookup(self, req: Request, tokens: Sequence[int], upto: int) -> list[int]:
+        """Registered blocks that begin `tokens[:upto]`; at least the last token is always left to compute (its logits)."""
         bs, hits, parent = self.block_size, [], None
-        for j in range((len(tokens) - 1) // bs):
+        for j in range(min(len(tokens) - 1, upto) // bs):
             chunk = tuple(tokens[j * bs:(j + 1) * bs])
             parent = block_hash(parent, chunk, req.adapter)
             b = self.cached.get(parent)

@@ -32,6 +32,10 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     logprobs: int | None = None  # None: off; k: the chosen token's logprob plus k top alternatives
     prompt_logprobs: int | None = None
+    # Prompt logprobs are wanted only from this prompt position on (earlier entries may be None), so the
+    # positions before it may come from the prefix cache: lm-eval scores only a continuation after a
+    # few-shot context that many requests share.
+    prompt_logprobs_from: int = 0
     skip_special_tokens: bool = True
     # A constraint for the output: ("json_schema", schema dict) / ("json_object", None) / ("lark", text).
     constraint: tuple[str, Any] | None = None

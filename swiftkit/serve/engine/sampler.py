@@ -120,14 +120,18 @@ class Sampler:
 
 
 def prompt_logprobs(logits: torch.Tensor, prompt_ids: list[int], k: int) -> list[TokenLogprob | None]:
-    """Logprob of each prompt token given the ones before it (logits: [T, V] for this prompt)."""
-    logp = torch.log_softmax(logits.float(), -1)
+    """Logprob of each prompt token given the ones before it (logits: [T, V] for this prompt).
+
+    One gather and one top-k over all positions, then one copy to the host: per-position indexing cost three
+    device syncs per token, which made a 1,000-request MMLU eval on the H200 spend minutes here."""
+    logp = torch.log_softmax(logits[:len(prompt_ids) - 1].float(), -1)
+    targets = torch.tensor(prompt_ids[1:], dtype=torch.long, device=logp.device)
+    chosen = logp.gather(-1, targets[:, None])[:, 0].tolist()
     out: list[TokenLogprob | None] = [None]
-    for i in range(1, len(prompt_ids)):
-        tok = prompt_ids[i]
-        entry = TokenLogprob(tok, float(logp[i - 1, tok]))
-        if k > 0:
-            vals, ids = logp[i - 1].topk(k)
-            entry.top = list(zip(ids.tolist(), vals.tolist(), strict=True))
-        out.append(entry)
+    if k > 0:
+        vals, ids = logp.topk(k, -1)
+        for tok, lp, top_ids, top_vals in zip(prompt_ids[1:], chosen, ids.tolist(), vals.tolist(), strict=True):
+            out.append(TokenLogprob(tok, lp, list(zip(top_ids, top_vals, strict=True))))
+    else:
+        out.extend(TokenLogprob(tok, lp) for tok, lp in zip(prompt_ids[1:], chosen, strict=True))
     return out
