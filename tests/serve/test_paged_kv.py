@@ -168,7 +168,7 @@ def test_prompt_logprobs_from_a_position_reuse_the_cached_prefix(toy):
         outputs: dict[str, list] = {}
         reqs = [Request(list(p), SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1,
                                                 prompt_logprobs_from=len(p) - 1 - i % 7),
-                        sink=lambda o: outputs.setdefault(o.request_id, []).append(o)) for i, p in enumerate(prompts)]
+                        sink=lambda o, outputs=outputs: outputs.setdefault(o.request_id, []).append(o)) for i, p in enumerate(prompts)]
         for r in reqs:
             eng.submit(r)
         eng.drain()

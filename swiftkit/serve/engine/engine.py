@@ -346,7 +346,7 @@ class Engine:
         for b, ((req, n), start) in enumerate(zip(work, starts, strict=True)):
             req.status = Status.RUNNING
             if want[b]:
-                self._prompt_logprobs(req, logits[b, :n], start)
+                self._prompt_logprobs(req, logits[b][:n], start)
             if req.kv_end == req.num_tokens:
                 self.scheduler.start_decoding(req)
                 done.append(b)
@@ -365,7 +365,10 @@ class Engine:
         if req.error is not None:
             return
         try:
-            part = prompt_logprobs(logits, req.prompt_ids[start:start + len(logits) + 1], req.params.prompt_logprobs)
+            # rows before the first scored position are not needed (a fresh few-shot context is most of them)
+            skip = max(0, min(len(logits), req.params.prompt_logprobs_from - 1 - start))
+            part = [None] * skip + prompt_logprobs(logits[skip:], req.prompt_ids[start + skip:start + len(logits) + 1],
+                                                   req.params.prompt_logprobs)
         except Exception as exc:
             req.error = f"{type(exc).__name__}: {exc}"
             return

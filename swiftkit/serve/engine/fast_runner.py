@@ -178,14 +178,15 @@ class PagedRunner(AdapterHost):
                 f"{'Triton' if self._sms else 'torch reference'} decode attention)")
 
     # -- the scheduler's and engine's hooks ------------------------------------------------------------------
-    def allocate(self, req: Request, running: int, chunk: int | None = None) -> bool:
+    def allocate(self, req: Request, running: int, chunk: int | None = None, limit: int | None = None) -> bool:
         """Blocks for the request's prefill (prompt, plus its output so far if it was preempted); `chunk`: the
-        positions this step computes, when the prefill is chunked. Its prefill starts after the cached positions."""
+        positions this step computes, when the prefill is chunked; `limit`: (whole prompts) False unless at most
+        that many positions are left to compute. Its prefill starts after the cached positions."""
         # prompt logprobs need the logits of every position before the first scored one: those are computed
         p = req.params
         cache_upto = len(req.token_ids) if p.prompt_logprobs is None else max(0, p.prompt_logprobs_from - 1)
         reserve = self.watermark if running else 0
-        if not self.blocks.allocate(req, req.token_ids, cache_upto, reserve, chunk):
+        if not self.blocks.allocate(req, req.token_ids, cache_upto, reserve, chunk, limit):
             return False
         req.kv_start = 0
         req.kv_end = req.kv_cached
@@ -263,7 +264,7 @@ class PagedRunner(AdapterHost):
             spans.append((1 + len(draft), req.kv_end, table.to(self.device)))
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
         self.net.use_adapters(self.adapter_names(requests, [1 + len(d) for d in drafts]), decode=False)
-        return self.net.prefill_paged(*flat, spans, all_logits=True)[1]
+        return torch.nn.utils.rnn.pad_sequence(self.net.prefill_paged(*flat, spans, all_logits=True)[1], batch_first=True)
 
     def adapters_changed(self) -> None:
         # PEFT wraps and unwraps the projections in place: the decoder's model is the same object, re-read.

@@ -53,13 +53,16 @@ class BlockManager:
 
     # -- admission --------------------------------------------------------------------------------------
     def allocate(self, req: Request, tokens: Sequence[int], cache_upto: int, reserve: int = 0,
-                 first_chunk: int | None = None) -> bool:
+                 first_chunk: int | None = None, max_new: int | None = None) -> bool:
         """Blocks for `tokens` (the sequence's whole prefill); False, changing nothing, unless `reserve` blocks
         stay free afterwards. Sets req.block_table, req.block_hashes and req.kv_cached (positions reused: cached
         blocks within the first `cache_upto` tokens). `first_chunk`: the prefill is chunked and this step
-        computes only that many positions after the cached ones."""
+        computes only that many positions after the cached ones. `max_new`: False, changing nothing, when more than
+        that many positions are left to compute after the cached ones."""
         use_cache = cache_upto > 0 and self.prefix_caching
         hits = self._lookup(req, tokens, cache_upto) if use_cache else []
+        if max_new is not None and len(tokens) - len(hits) * self.block_size > max_new:
+            return False
         need = self.blocks_for(len(tokens)) - len(hits)
         revived = sum(1 for b in hits if self.ref[b] == 0)  # hits sitting in the free pool leave it
         if need > self.num_free - revived - reserve:

@@ -1,7 +1,8 @@
 """Who runs: a bounded FIFO of waiting requests and a compact list of running ones.
 
-Between decode steps, waiting requests are admitted while slots are free (and their padded prefill
-fits the token budget, and with a paged cache their blocks are free); finished or aborted requests
+Between decode steps, waiting requests are admitted while slots are free (and their prefill fits the token
+budget: the padded batch on a slot cache, the positions left after prefix-cache hits on a paged one, whose
+blocks must also be free); finished or aborted requests
 leave at once, and the last running row is moved into the hole so running rows stay 0..B-1 (see
 kv_cache.py; a paged cache's block tables travel with their requests, so its move is a no-op).
 
@@ -40,18 +41,21 @@ class Scheduler:
     def admit(self) -> list[Request]:
         """Waiting requests that join the batch now (FIFO; the first always fits the token budget)."""
         admitted: list[Request] = []
-        while self.waiting and self._fits(self.waiting[0], admitted, None):
+        while self.waiting and self._fits(self.waiting[0], admitted):
             admitted.append(self.waiting.popleft())
         return admitted
 
-    def schedule_prefill(self, allocate: Callable[[Request, int, int | None], bool], chunk: int) -> list[tuple[Request, int]]:
+    def schedule_prefill(self, allocate: Callable[[Request, int, int | None, int | None], bool],
+                         chunk: int) -> list[tuple[Request, int]]:
         """Paged cache: this step's prefill work, (request, positions it computes now from its kv_end).
 
         Requests still prefilling go first (oldest first), then waiting ones are admitted (FIFO) while the step's
-        `chunk` budget of computed tokens lasts (0: whole prompts, admitted as `admit` does). `allocate(req, rows
-        already admitted, budget left)` takes the request's blocks and says False when they are not free:
-        admission stops there (the queue stays FIFO)."""
+        `chunk` budget of computed tokens lasts (0: whole prompts, while the positions they compute, cached ones
+        not counted, stay within max_batched_tokens; the first always fits). `allocate(req, rows already
+        admitted, chunk budget left, whole-prompt limit)` takes the request's blocks and says False when they are
+        not free or its prompt exceeds the limit: admission stops there (the queue stays FIFO)."""
         budget = chunk or None
+        room = None if chunk else self.max_batched_tokens  # a flat batch: no padding, and prefix hits cost nothing
         work: list[tuple[Request, int]] = []
 
         def take(req: Request) -> None:
@@ -67,21 +71,25 @@ class Scheduler:
                 break
             take(req)
         admitted: list[Request] = []
-        while self.waiting and self._fits(self.waiting[0], admitted, budget):
-            if not allocate(self.waiting[0], len(self.running) + len(self.prefilling) + len(admitted), budget):
+        while self.waiting and self._has_row(admitted) and (budget is None or budget > 0):
+            if not allocate(self.waiting[0], len(self.running) + len(self.prefilling) + len(admitted), budget,
+                            room if work else None):
                 break
             admitted.append(self.waiting.popleft())
             take(admitted[-1])
+            if room is not None:
+                room -= work[-1][1]
         self.prefilling += admitted
         return work
 
-    def _fits(self, nxt: Request, admitted: list[Request], budget: int | None) -> bool:
-        """A free row, and room in this step's prefill: what is left of the chunk budget, or (whole prompts)
-        a padded batch of at most max_batched_tokens, which the first request always fits."""
-        if len(self.running) + len(self.prefilling) + len(admitted) >= self.max_num_seqs:
+    def _has_row(self, admitted: list[Request]) -> bool:
+        return len(self.running) + len(self.prefilling) + len(admitted) < self.max_num_seqs
+
+    def _fits(self, nxt: Request, admitted: list[Request]) -> bool:
+        """Slot runners: a free row, and a padded prefill batch of at most max_batched_tokens, which the first
+        request always fits."""
+        if not self._has_row(admitted):
             return False
-        if budget is not None:
-            return budget > 0
         width = max([nxt.num_tokens, *(r.num_tokens for r in admitted)])  # a preempted request re-enters with its output so far
         return not admitted or width * (len(admitted) + 1) <= self.max_batched_tokens
 
