@@ -49,10 +49,10 @@ class EngineLM(HFLM):
         """An engine whose context holds `longest` tokens on a `kv_cache` (auto|paged) KV cache (rebuilt only when
         a call needs more context or the other cache)."""
         from swiftkit.serve.engine.engine import Engine, EngineOptions
+        from swiftkit.serve.engine.runner import resolve_kv_cache
 
         need = min(-(-(longest + 2) // 256) * 256, self.max_length + 2)
-        if self._model.device.type != "cuda":
-            kv_cache = "paged"  # what auto is off CUDA: scoring and generation share one engine there
+        kv_cache = resolve_kv_cache(kv_cache, self._model.device)  # off CUDA both are paged: one engine serves both
         if self._engine is None or need > self._engine_key[0] or kv_cache != self._engine_key[1]:
             self._engine = None  # free the old cache before the new one is allocated
             vocab = int(self._model.get_output_embeddings().weight.shape[0])

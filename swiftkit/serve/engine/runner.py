@@ -19,6 +19,12 @@ from swiftkit.serve.engine.lora import AdapterHost, stackable
 from swiftkit.serve.engine.request import Request
 
 
+def resolve_kv_cache(kv_cache: str, device: torch.device) -> str:
+    """What `--kv-cache auto` means on a device: the slot cache on CUDA (its decode runs in CUDA graphs), paged
+    elsewhere (memory follows live tokens, prefix caching)."""
+    return kv_cache if kv_cache != "auto" else ("slots" if device.type == "cuda" else "paged")
+
+
 def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto", multi_adapter: bool = False,
                 enforce_eager: bool = False, kv_cache: str = "auto", kv_cache_memory: float | None = None,
                 block_size: int = 16, prefix_caching: bool = True):
@@ -33,7 +39,7 @@ def make_runner(model, num_slots: int, max_model_len: int, engine: str = "auto",
     if engine in ("auto", "fast"):
         reason = unsupported_reason(decoder_of(model))
         device = next(model.parameters()).device
-        paged = kv_cache == "paged" or (kv_cache == "auto" and device.type != "cuda")
+        paged = resolve_kv_cache(kv_cache, device) == "paged"
         if reason is None and multi_adapter and not paged and not stackable(model):
             reason = "LoRA variants (DoRA, a LoRA bias) with the slot cache: its CUDA graphs need plain LoRA stacks"
         if reason is None:
