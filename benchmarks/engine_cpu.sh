@@ -44,9 +44,9 @@ serve_run() {  # tag, extra serve flags...
 
 # llama.cpp behind an OpenAI HTTP server in the same harness: llama-cpp-python's server (`pip install
 # sse-starlette starlette-context pydantic-settings` beside the export extra; not a project dependency).
-# One thread, like the engine's; it serves one request at a time.
+# One thread, like the engine's; it serves one request at a time (--interrupt_requests False: queued, not cut off).
 llama_server_run() {
-  $PY -m llama_cpp.server --model "$GGUF" --model_alias smol --n_threads 1 --n_threads_batch 1 --n_ctx 4096 \
+  $PY -m llama_cpp.server --model "$GGUF" --model_alias smol --n_threads 1 --n_threads_batch 1 --n_ctx 4096 --interrupt_requests False \
      --port 8392 >"$OUT/llama_server_$1.log" 2>&1 &
   measure "llama_cpp_server_$1" $! 8392 /v1/models
 }

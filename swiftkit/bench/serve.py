@@ -1,8 +1,8 @@
 """`swiftkit bench serve`: closed-loop load on an OpenAI endpoint, plus the in-process ceiling.
 
 Every request streams with `ignore_eos` so it produces exactly --max-tokens tokens; the client counts
-tokens from the final usage chunk, takes TTFT at the first content chunk and inter-token latency
-(ITL) between chunks. The baseline runs the same prompts through one padded batched
+tokens from the final usage chunk (content chunks where a server sends none), takes TTFT at the first
+content chunk and inter-token latency (ITL) between chunks. The baseline runs the same prompts through one padded batched
 `model.generate` per --concurrency prompts, in this process, after the load test — the practical
 ceiling for a server doing the same work on the same machine — and through swiftkit's engine in
 this process without HTTP (which separates engine cost from HTTP/streaming cost).
@@ -81,6 +81,8 @@ async def one_request(client: httpx.AsyncClient, cfg: BenchServeConfig, model: s
                 sample.itls.append(now - last)
             last = now
     sample.latency = time.perf_counter() - start
+    if not sample.tokens and last is not None:  # a server that sends no usage (llama-cpp-python's): one token a chunk
+        sample.tokens = len(sample.itls) + 1
     return sample
 
 
