@@ -341,12 +341,14 @@ class Engine:
         batch, the others keep their blocks and continue next step (only a last chunk samples)."""
         starts = [r.kv_end for r, _ in work]
         want = [self._wants_prompt_logprobs(r) for r, _ in work]
-        last, logits = self.runner.prefill(work, all_logits=any(want))
+        # the first row of each chunk whose logits prompt logprobs need (n: none)
+        froms = [self._scored_from(r, start, n) if w else n for (r, n), start, w in zip(work, starts, want, strict=True)]
+        last, logits = self.runner.prefill(work, froms if any(want) else None)
         done = []
-        for b, ((req, n), start) in enumerate(zip(work, starts, strict=True)):
+        for b, ((req, _), start) in enumerate(zip(work, starts, strict=True)):
             req.status = Status.RUNNING
             if want[b]:
-                self._prompt_logprobs(req, logits[b][:n], start)
+                self._prompt_logprobs(req, logits[b], start, froms[b])
             if req.kv_end == req.num_tokens:
                 self.scheduler.start_decoding(req)
                 done.append(b)
@@ -358,17 +360,22 @@ class Engine:
         # A preempted request re-entering with output already sent them with its first token.
         return req.params.prompt_logprobs is not None and not req.output_ids
 
-    def _prompt_logprobs(self, req: Request, logits: torch.Tensor, start: int) -> None:
-        """Prompt logprobs from the logits of positions [start, start + len(logits)) (a chunk of the prompt, or
-        all of it); a chunk's part extends what the earlier chunks gave. The first chunk starts after the
-        prefix-cache hit (kv_cached, 0 unless params.prompt_logprobs_from allowed one): positions up to it get None."""
+    @staticmethod
+    def _scored_from(req: Request, start: int, n: int) -> int:
+        """Of a chunk's n positions from `start`, the first whose logits its prompt logprobs need: the rows before
+        params.prompt_logprobs_from - 1 are not scored (a fresh few-shot context is most of them)."""
+        return max(0, min(n, req.params.prompt_logprobs_from - 1 - start))
+
+    def _prompt_logprobs(self, req: Request, logits: torch.Tensor, start: int, skip: int = 0) -> None:
+        """Prompt logprobs from the logits of positions [start + skip, start + skip + len(logits)) (a chunk of the
+        prompt, or all of it; the `skip` rows before are not scored); a chunk's part extends what the earlier
+        chunks gave. The first chunk starts after the prefix-cache hit (kv_cached, 0 unless
+        params.prompt_logprobs_from allowed one): positions up to it get None."""
         if req.error is not None:
             return
         try:
-            # rows before the first scored position are not needed (a fresh few-shot context is most of them)
-            skip = max(0, min(len(logits), req.params.prompt_logprobs_from - 1 - start))
-            part = [None] * skip + prompt_logprobs(logits[skip:], req.prompt_ids[start + skip:start + len(logits) + 1],
-                                                   req.params.prompt_logprobs)
+            end = start + skip + len(logits)
+            part = [None] * skip + prompt_logprobs(logits, req.prompt_ids[start + skip:end + 1], req.params.prompt_logprobs)
         except Exception as exc:
             req.error = f"{type(exc).__name__}: {exc}"
             return

@@ -317,12 +317,15 @@ class FastDecoder:
         x, _ = kernels.add_rms_norm(h, residual, self.norm, self.eps)
         return self.lm_head(x).float()
 
-    def prefill_paged(self, ids, pos, blocks, offsets, spans: list[tuple[int, int, torch.Tensor]], all_logits: bool):
+    def prefill_paged(self, ids, pos, blocks, offsets, spans: list[tuple[int, int, torch.Tensor]],
+                      logits_from: list[int] | None):
         """The new tokens of several sequences as one flat batch (ids/pos/blocks/offsets: [N], no padding).
 
         spans[r] = (new tokens, positions before them already in the cache, the sequence's block ids):
         sequence r's queries attend causally to its cached prefix and its new tokens. Returns (logits at
-        each sequence's last token [R, V], per sequence the logits of its new tokens [new, V] (views) or None).
+        each sequence's last token [R, V], per sequence the logits of its new tokens from logits_from[r] on,
+        [new - logits_from[r], V], or None when logits_from is None). Only those rows go through the LM head:
+        an eval's fresh 5-shot context needs none of its 1,500 positions' 49k-152k logits.
         """
         h = F.embedding(ids, self.embed)
         residual = None
@@ -351,11 +354,16 @@ class FastDecoder:
             x, residual = kernels.add_rms_norm(layer.o(attn), residual, layer.ln2, self.eps)
             h = layer.down(kernels.silu_mul(layer.gate_up(x)))
         ends = torch.tensor([n for n, _, _ in spans], device=self.device).cumsum(0) - 1
-        if all_logits:
-            x, _ = kernels.add_rms_norm(h, residual, self.norm, self.eps)
-            flat = self.lm_head(x).float()
-            # views, not a padded [R, longest, V] copy: 64 rows after one fresh 1k-token prompt, with a 152k
-            # vocabulary, would need 40 GB
-            return flat[ends], list(flat.split([n for n, _, _ in spans]))
-        x, _ = kernels.add_rms_norm(h[ends], residual[ends], self.norm, self.eps)
-        return self.lm_head(x).float(), None
+        rows = ends
+        if logits_from is not None:
+            wanted = [torch.arange(end + 1 - n + f, end + 1)
+                      for (n, _, _), f, end in zip(spans, logits_from, ends.tolist(), strict=True)]
+            rows = torch.cat([*(w.to(self.device) for w in wanted), ends])
+        x, _ = kernels.add_rms_norm(h[rows], residual[rows], self.norm, self.eps)
+        logits = self.lm_head(x).float()
+        if logits_from is None:
+            return logits, None
+        # views, not a padded [R, longest, V] copy: 64 rows after one fresh 1k-token prompt, with a 152k
+        # vocabulary, would need 40 GB
+        sizes = [n - f for (n, _, _), f in zip(spans, logits_from, strict=True)]
+        return logits[-len(spans):], list(logits[:-len(spans)].split(sizes))

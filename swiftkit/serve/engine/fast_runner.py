@@ -199,10 +199,11 @@ class PagedRunner(AdapterHost):
         self.blocks.free(req)
 
     # -- the runner interface ----------------------------------------------------------------------------
-    def prefill(self, work: Sequence[tuple[Request, int]], all_logits: bool = False):
+    def prefill(self, work: Sequence[tuple[Request, int]], logits_from: list[int] | None = None):
         """The next n positions of each (request, n) in one flat forward: [kv_end, kv_end + n) attend to the
         positions already in the request's blocks (a prefix-cache hit, earlier chunks) and causally to each
-        other. Advances kv_end and registers the blocks now full. Returns prefill_paged's (last, all) logits."""
+        other. Advances kv_end and registers the blocks now full. Returns prefill_paged's (last logits, each
+        request's logits from its logits_from row on)."""
         bs = self.block_size
         ids, pos, blocks, offsets, spans = [], [], [], [], []
         for req, n in work:
@@ -218,7 +219,7 @@ class PagedRunner(AdapterHost):
         self.net.zero_blocks(self.blocks.high)
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
         self.net.use_adapters(self.adapter_names([r for r, _ in work], [n for _, n in work]), decode=False)
-        logits = self.net.prefill_paged(*flat, spans, all_logits)
+        logits = self.net.prefill_paged(*flat, spans, logits_from)
         for req, n in work:
             req.kv_end += n
             self.blocks.register(req, req.token_ids, req.kv_end)
@@ -264,7 +265,7 @@ class PagedRunner(AdapterHost):
             spans.append((1 + len(draft), req.kv_end, table.to(self.device)))
         flat = [torch.cat(x).to(self.device) for x in (ids, pos, blocks, offsets)]
         self.net.use_adapters(self.adapter_names(requests, [1 + len(d) for d in drafts]), decode=False)
-        return torch.nn.utils.rnn.pad_sequence(self.net.prefill_paged(*flat, spans, all_logits=True)[1], batch_first=True)
+        return torch.nn.utils.rnn.pad_sequence(self.net.prefill_paged(*flat, spans, [0] * len(spans))[1], batch_first=True)
 
     def adapters_changed(self) -> None:
         # PEFT wraps and unwraps the projections in place: the decoder's model is the same object, re-read.
