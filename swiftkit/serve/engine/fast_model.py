@@ -74,7 +74,8 @@ def _input_major(weight: torch.Tensor) -> torch.Tensor:
 
     On the CPU, F.linear then runs one untransposed sgemm/sgemv: measured on the 2-core box at one stream,
     SmolLM2-135M's weight matmuls took 28-33 ms a step this way against 68-70 ms in torch's default layout
-    (16 rows: 167-197 vs 175-205 ms); idempotent (an input-major weight is returned as it is)."""
+    (16 rows: 167-197 vs 175-205 ms); idempotent (an input-major weight is returned as it is). fp32 only: bf16
+    is the other way round (the same matmuls, one row: 21.5 ms in the default layout, 32.4 ms input-major)."""
     return weight.t().contiguous().t()
 
 
@@ -101,8 +102,8 @@ def _fused(modules: list[nn.Module], input_major: bool, call) -> Callable[[torch
     return lambda x: F.linear(x, weight, bias)
 
 
-def _cpu_layout(model) -> None:
-    """o_proj, down_proj and the LM head (with the embedding it is tied to) stored input-major in place.
+def _cpu_layout(model, input_major: bool) -> None:
+    """o_proj, down_proj and the LM head (with the embedding it is tied to) stored input-major in place (fp32).
 
     The RMSNorm weights are copied too: the loader maps the safetensors file and every view into it keeps the
     whole mapping resident, so once the large weights are re-laid out (and q/k/v, gate/up fused), these copies
@@ -112,6 +113,8 @@ def _cpu_layout(model) -> None:
     norms = [m for layer in inner.layers for m in (layer.input_layernorm, layer.post_attention_layernorm)] + [inner.norm]
     for m in norms:
         m.weight = nn.Parameter(m.weight.detach().clone(), requires_grad=m.weight.requires_grad)
+    if not input_major:
+        return
     linears = [m for layer in inner.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
     for m in linears:
         if type(m) is nn.Linear:
@@ -130,9 +133,10 @@ class FastDecoder:
         `[layers, num_blocks + 1, kv_heads, block_size, head_dim]` for the decode_paged / prefill_paged calls."""
         config = model.config
         inner = model.model
-        cpu = next(model.parameters()).device.type == "cpu"
+        weight = next(model.parameters())
+        cpu = weight.device.type == "cpu"
         if cpu:
-            _cpu_layout(model)
+            _cpu_layout(model, input_major=weight.dtype == torch.float32)
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         first = inner.layers[0].self_attn
@@ -145,7 +149,7 @@ class FastDecoder:
         self.dtype = self.embed.dtype
         self.device = self.embed.device
         self.max_len = max_len
-        self._inner, self._cpu = inner, cpu
+        self._inner, self._input_major = inner, cpu and self.dtype == torch.float32
         self._names: list[str] | None = None  # the next forward's adapter per row or token (PEFT's mixed batch)
         self.lora: LoraBatch | None = None  # ... as indices into the stacked LoRAs
         self.rebuild()
@@ -211,9 +215,9 @@ class FastDecoder:
         wrapped = [_lora_wrapped(m) for m in modules]
         stacks = [LoraStack.of(m, self._order) if w and self._order is not None else None for m, w in zip(modules, wrapped, strict=True)]
         if any(w and st is None for w, st in zip(wrapped, stacks, strict=True)):
-            return _fused(modules, self._cpu, self._call) if len(modules) > 1 else functools.partial(self._call, modules[0])
+            return _fused(modules, self._input_major, self._call) if len(modules) > 1 else functools.partial(self._call, modules[0])
         bases = [m.base_layer if w else m for m, w in zip(modules, wrapped, strict=True)]
-        base = _fused(bases, self._cpu, self._call) if len(bases) > 1 else bases[0]
+        base = _fused(bases, self._input_major, self._call) if len(bases) > 1 else bases[0]
         if not any(wrapped):
             return base
         widths = [b.out_features for b in bases]
