@@ -135,8 +135,9 @@ class FastDecoder:
         inner = model.model
         weight = next(model.parameters())
         cpu = weight.device.type == "cpu"
+        self._input_major = cpu and weight.dtype == torch.float32
         if cpu:
-            _cpu_layout(model, input_major=weight.dtype == torch.float32)
+            _cpu_layout(model, self._input_major)
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         first = inner.layers[0].self_attn
@@ -149,7 +150,7 @@ class FastDecoder:
         self.dtype = self.embed.dtype
         self.device = self.embed.device
         self.max_len = max_len
-        self._inner, self._input_major = inner, cpu and self.dtype == torch.float32
+        self._inner = inner
         self._names: list[str] | None = None  # the next forward's adapter per row or token (PEFT's mixed batch)
         self.lora: LoraBatch | None = None  # ... as indices into the stacked LoRAs
         self.rebuild()
