@@ -182,6 +182,23 @@ def test_prompt_logprobs_from_a_position_reuse_the_cached_prefix(toy):
         assert [e.top[0][0] for e in fast] == [e.top[0][0] for e in plain]
 
 
+def test_prefix_hits_do_not_count_against_the_prefill_token_budget(toy):
+    """Whole prompts are admitted by the positions they compute: copies of one prompt after the first cost a
+    few tokens each (its blocks are registered at admission), so a budget of 1.5 prompts admits all four."""
+    model, tokenizer, prompts = toy
+    prompt = prompts[3] * 2
+    eng = Engine(model, tokenizer, [0], EngineOptions(max_num_seqs=4, max_model_len=256, prefix_caching=True,
+                                                      max_prefill_chunk=0, max_batched_tokens=len(prompt) * 3 // 2))
+    reqs = [Request(list(prompt), SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True), sink=lambda o: None)
+            for _ in range(4)]
+    for r in reqs:
+        eng.submit(r)
+    running = []
+    eng.drain(lambda: running.append(len(eng.scheduler.running)))
+    assert running[0] == 4  # all four joined the decode batch after the first step
+    assert all(r.output_ids == reqs[0].output_ids for r in reqs)
+
+
 @pytest.mark.real
 def test_real_model_paged_prefix_cached_greedy_equals_plain(smollm2):
     """SmolLM2-135M in fp32: chat prompts sharing the default system prompt, late arrivals, a repeat; with and
